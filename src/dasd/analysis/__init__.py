@@ -1,0 +1,1 @@
+"""Analyses of generated data: token categories, high-PPL tokens, alignment."""

@@ -1,0 +1,51 @@
+"""Summary numbers of a generated file: kept samples, token categories, high-PPL ratio.
+
+A token is high-PPL when its perplexity under the base context, exp(-log p_base), exceeds
+the threshold (paper: 2.5, i.e. p_base < 0.4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from dasd.decoding.rules.common import CATEGORY_NAMES
+
+
+def high_ppl_mask(p_base: Sequence[float], threshold: float = 2.5) -> list[bool]:
+    return [p <= 0 or -math.log(p) > math.log(threshold) for p in p_base]
+
+
+def category_shares(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Percentage of all response tokens in each category (sums to 100 when any token)."""
+    counts = dict.fromkeys(CATEGORY_NAMES, 0)
+    for row in rows:
+        for code in row["tokens"]["category"]:
+            counts[CATEGORY_NAMES[code]] += 1
+    total = sum(counts.values())
+    return {name: (100.0 * c / total if total else 0.0) for name, c in counts.items()}
+
+
+def high_ppl_ratio(rows: Sequence[dict[str, Any]], threshold: float = 2.5) -> float:
+    """Percentage of response tokens whose base-model perplexity exceeds `threshold`."""
+    flags = [f for row in rows for f in high_ppl_mask(row["tokens"]["p_base"], threshold)]
+    return 100.0 * sum(flags) / len(flags) if flags else 0.0
+
+
+def summarize(rows: Sequence[dict[str, Any]], threshold: float = 2.5) -> dict[str, Any]:
+    kept = [r for r in rows if r["correct"]]
+    n_tokens = sum(len(r["completion_ids"]) for r in rows)
+    return {
+        "samples": len(rows),
+        "kept": len(kept),
+        "kept_percent": 100.0 * len(kept) / len(rows) if rows else 0.0,
+        "length_capped": sum(r["finish_reason"] == "length" for r in rows),
+        "tokens": n_tokens,
+        "mean_tokens": n_tokens / len(rows) if rows else 0.0,
+        "categories_percent": category_shares(rows),
+        "categories_percent_kept": category_shares(kept),
+        "high_ppl_threshold": threshold,
+        "high_ppl_percent": high_ppl_ratio(rows, threshold),
+        "high_ppl_percent_kept": high_ppl_ratio(kept, threshold),
+    }

@@ -1,0 +1,1 @@
+"""Decoding: both contexts of every example advance together; rules pick each token."""

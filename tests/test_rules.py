@@ -1,0 +1,105 @@
+"""Selection rules against hand-built distributions."""
+
+import math
+
+import pytest
+import torch
+
+from dasd.decoding.rules import build_rule
+from dasd.decoding.rules.common import BASE_SELECTED, CONSISTENT, HARD, RESERVED, ranked_top_k
+from dasd.errors import DasdError
+
+
+def logprobs(*rows: list[float]) -> torch.Tensor:
+    probs = torch.tensor(rows, dtype=torch.float64)
+    return torch.log(probs / probs.sum(-1, keepdim=True))
+
+
+def select(ref, base, **settings):
+    out = build_rule("dasd", **settings).select(logprobs(ref), logprobs(base))
+    return int(out.tokens[0]), int(out.categories[0])
+
+
+def test_first_candidate_passes_and_agrees_is_consistent():
+    assert select([0.6, 0.3, 0.1, 0.0], [0.5, 0.3, 0.2, 0.0]) == (0, CONSISTENT)
+
+
+def test_first_candidate_passes_but_base_prefers_other_is_reserved():
+    # ref top-1 is token 1 (p_base 0.3 >= 0.2) while base top-1 is token 0
+    assert select([0.1, 0.6, 0.3, 0.0], [0.5, 0.3, 0.2, 0.0]) == (1, RESERVED)
+
+
+def test_later_candidate_passes():
+    # ref order: 2, 1, 0, 3
+    token, category = select([0.2, 0.3, 0.5, 0.0], [0.1, 0.25, 0.05, 0.6])
+    assert (token, category) == (1, RESERVED)  # token 2 fails, token 1 passes (0.25 >= 0.2)
+
+
+def test_candidate_outside_top_k_is_never_chosen():
+    # only token 3 passes for the base, but it is the reference's 4th choice; K=3
+    ref, base = [0.4, 0.3, 0.2, 0.1], [0.1, 0.1, 0.1, 0.7]
+    assert select(ref, base, top_k=3) == (0, HARD)
+    assert select(ref, base, top_k=4) == (3, RESERVED)
+
+
+def test_none_passes_ref_fallback_emits_reference_top1():
+    assert select([0.5, 0.3, 0.2, 0.0], [0.1, 0.1, 0.1, 0.7], top_k=3) == (0, HARD)
+
+
+def test_none_passes_base_fallback_emits_base_top1():
+    out = select([0.5, 0.3, 0.2, 0.0], [0.1, 0.1, 0.1, 0.7], top_k=3, fallback="base")
+    assert out == (3, BASE_SELECTED)
+
+
+def test_consistent_even_when_shared_top1_is_below_tau():
+    # with tau 0.5 no base probability passes, but both top-1s are token 0: consistent
+    ref, base = [0.7, 0.1, 0.1, 0.1, 0.0], [0.3, 0.2, 0.2, 0.2, 0.1]
+    assert select(ref, base, tau=0.5) == (0, CONSISTENT)
+    assert select(ref, base, tau=0.5, fallback="base") == (0, CONSISTENT)
+
+
+def test_threshold_is_inclusive():
+    assert select([0.1, 0.9], [0.5, 0.5], tau=0.5) == (1, RESERVED)
+
+
+def test_ties_are_broken_by_lower_token_id():
+    # tokens 1 and 3 tie for the reference top-1: token 1 is the first candidate
+    assert select([0.1, 0.4, 0.1, 0.4], [0.1, 0.45, 0.0, 0.45]) == (1, CONSISTENT)
+    assert ranked_top_k(logprobs([0.1, 0.4, 0.1, 0.4]), 4).tolist() == [[1, 3, 0, 2]]
+
+
+def test_top_k_larger_than_vocabulary():
+    assert select([0.5, 0.3, 0.2], [0.05, 0.05, 0.9], top_k=100) == (2, RESERVED)
+
+
+def test_batch_rows_are_independent():
+    rule = build_rule("dasd", top_k=3)
+    ref = logprobs([0.6, 0.3, 0.1, 0.0], [0.5, 0.3, 0.2, 0.0])
+    base = logprobs([0.5, 0.3, 0.2, 0.0], [0.1, 0.1, 0.1, 0.7])
+    out = rule.select(ref, base)
+    assert out.tokens.tolist() == [0, 0] and out.categories.tolist() == [CONSISTENT, HARD]
+
+
+def test_sd_and_base_rules_are_greedy_and_labelled():
+    ref, base = logprobs([0.1, 0.6, 0.3, 0.0]), logprobs([0.5, 0.1, 0.2, 0.2])
+    sd = build_rule("sd").select(ref, base)
+    assert (int(sd.tokens[0]), int(sd.categories[0])) == (1, HARD)  # p_base 0.1 < 0.2
+    base_out = build_rule("base").select(ref, base)
+    assert (int(base_out.tokens[0]), int(base_out.categories[0])) == (0, BASE_SELECTED)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"tau": 0.0}, "tau must be in (0, 1]"),
+    ({"tau": 1.5}, "tau must be in (0, 1]"),
+    ({"tau": math.nan}, "tau must be in (0, 1]"),
+    ({"top_k": 0}, "top_k must be an integer >= 1"),
+    ({"fallback": "both"}, "fallback must be 'ref' or 'base'"),
+])
+def test_impossible_settings_are_refused(settings, message):
+    with pytest.raises(DasdError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_rule("dasd", **settings)
+
+
+def test_unknown_method_suggests_a_name():
+    with pytest.raises(DasdError, match="did you mean 'dasd'"):
+        build_rule("dsad")
