@@ -103,3 +103,12 @@ def test_impossible_settings_are_refused(settings, message):
 def test_unknown_method_suggests_a_name():
     with pytest.raises(DasdError, match="did you mean 'dasd'"):
         build_rule("dsad")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ranked_top_k_equals_a_stable_full_sort_with_many_ties(seed):
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randint(0, 4, (64, 50), generator=g).double()  # 4 levels: ties everywhere
+    for k in (1, 3, 6, 50, 80):
+        expected = torch.sort(values, dim=-1, descending=True, stable=True).indices[:, :k]
+        assert torch.equal(ranked_top_k(values, k), expected)

@@ -22,12 +22,22 @@ class Selection:
 def ranked_top_k(logprobs: torch.Tensor, k: int) -> torch.Tensor:
     """Ids of the k most likely tokens per row, most likely first; ties go to the lower id.
 
-    A stable sort makes the order independent of the backend (torch.topk leaves ties in an
-    unspecified order), and agrees with `argmax`, which also returns the first maximum.
+    The order agrees with `argmax` (which returns the first maximum) and does not depend on
+    the backend: `torch.topk` leaves ties in an unspecified order, so its k winners are
+    re-sorted by (value, id), and rows where a tie straddles the k-th place (rare) fall
+    back to a full stable sort.
     """
     k = min(k, logprobs.shape[-1])
-    order = torch.sort(logprobs, dim=-1, descending=True, stable=True).indices
-    return order[..., :k]
+    values, ids = torch.topk(logprobs, k, dim=-1)
+    by_id = ids.argsort(dim=-1)
+    values, ids = values.gather(-1, by_id), ids.gather(-1, by_id)
+    by_value = torch.sort(values, dim=-1, descending=True, stable=True).indices
+    ids = ids.gather(-1, by_value)
+    straddling = (logprobs >= values.min(-1, keepdim=True).values).sum(-1) > k
+    if straddling.any():
+        full = torch.sort(logprobs[straddling], dim=-1, descending=True, stable=True).indices
+        ids[straddling] = full[..., :k]
+    return ids
 
 
 def label_steps(tokens: torch.Tensor, ref_top1: torch.Tensor, base_top1: torch.Tensor,

@@ -1,0 +1,1 @@
+"""Scoring: final-answer extraction and checking, shared by every task."""

@@ -1,0 +1,131 @@
+"""Reading task rows from local files or the Hugging Face hub, with errors that name the row.
+
+Local files are read directly (JSONL, a JSON list, or Parquet); the hub is only
+contacted by `load_hub_rows`, which tasks call only when no local path is given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dasd.errors import DasdError
+
+ROW_FORMATS = (".jsonl", ".json", ".parquet")
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of a local .jsonl / .json (a list of objects) / .parquet file.
+
+    JSONL row i is line i + 1 (see `row_source`), so a blank line is allowed only at the end.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DasdError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path)
+    if suffix == ".json":
+        return _read_json(path)
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    raise DasdError(f"cannot read {path}: unknown extension '{path.suffix}'; "
+                    f"use one of {', '.join(ROW_FORMATS)}")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8").rstrip()
+    lines = text.split("\n") if text else []
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise DasdError(f"{path}:{number}: blank line in JSONL; remove it")
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DasdError(f"{path}:{number}: not valid JSON ({error.msg}, column {error.colno})"
+                            ) from None
+        rows.append(_as_object(row, f"{path}:{number}"))
+    return rows
+
+
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DasdError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(data, list):
+        raise DasdError(f"{path}: expected a JSON list of objects, got {type(data).__name__}; "
+                        "or use JSONL, one object per line")
+    return [_as_object(row, row_source(path, i)) for i, row in enumerate(data)]
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq  # installed with `datasets`
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as error:  # pyarrow raises several kinds for a bad file
+        raise DasdError(f"cannot read {path} as Parquet: {_short(error)}") from None
+
+
+def _as_object(row: Any, source: str) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise DasdError(f"{source}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def row_source(path: str | Path, index: int) -> str:
+    """Where row `index` (0-based) of a local file is, for error messages: "train.jsonl:17"."""
+    if Path(path).suffix.lower() == ".jsonl":
+        return f"{path}:{index + 1}"
+    return f"{path} row {index + 1}"
+
+
+def load_hub_rows(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
+    """Rows of one split of a hub data set; any failure becomes one DasdError line."""
+    try:
+        from datasets import load_dataset
+
+        return [dict(row) for row in load_dataset(hub_id, config, split=split)]
+    except Exception as error:  # network, auth, missing split, cache corruption...
+        where = ", ".join(part for part in (config, split) if part)
+        raise DasdError(f"could not load '{hub_id}' ({where}) from the hub: {_short(error)}; "
+                        "pass a local JSONL/Parquet file with --data instead") from None
+
+
+def require(row: Mapping[str, Any], fields: Iterable[str], source: str,
+            reference: str | None = None) -> None:
+    """Raise a DasdError naming `source` when `row` lacks any of `fields`.
+
+    `reference` names the field holding the reference solution; it must not be blank,
+    because an empty reference silently turns the reference context into the base one.
+    """
+    fields = list(fields)
+    missing = [name for name in fields if row.get(name) is None]
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        raise DasdError(f"{source}: missing field{plural} {', '.join(map(repr, missing))} "
+                        f"(row has: {', '.join(row) or 'nothing'})")
+    if reference is not None and not str(row.get(reference, "")).strip():
+        raise DasdError(f"empty reference solution ('{reference}') in {source}")
+
+
+def _short(error: BaseException) -> str:
+    """First line of an exception, capped, so the user sees one line."""
+    text = str(error).strip().split("\n", 1)[0] or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def check_split(task: str, split: str, allowed: tuple[str, ...]) -> None:
+    """Raise a DasdError unless `split` is one of `allowed`."""
+    if split not in allowed:
+        raise DasdError(f"{task} has no split '{split}': choose one of {', '.join(allowed)}")
+
+
+def check_limit(limit: int | None) -> None:
+    """Raise a DasdError for a negative limit (None means all rows)."""
+    if limit is not None and limit < 0:
+        raise DasdError(f"limit must be 0 or more, got {limit}")

@@ -1,0 +1,103 @@
+"""MATH (Hendrycks et al. 2021): competition problems with LaTeX solutions.
+
+Rows have `problem`, `solution`, `level` ("Level 3", 3 or null) and `type` or
+`subject`; the golden answer is the `answer` field when present, else the last
+`\\boxed{}` of the solution. The reference solution is shown as written. On the hub,
+test is MATH-500 and train is the full MATH training set (7,500 problems; none of
+them is in MATH-500, which is drawn from MATH's test set).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from dasd.errors import DasdError
+from dasd.evaluation import answers
+from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
+from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, require, row_source
+from dasd.tasks.prompts import BOXED_PROMPTS
+
+logger = logging.getLogger(__name__)
+
+TEST_HUB_ID = "HuggingFaceH4/MATH-500"
+TRAIN_HUB_ID = "EleutherAI/hendrycks_math"
+TRAIN_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+                  "number_theory", "prealgebra", "precalculus")
+
+
+def parse_level(value: Any) -> int | None:
+    """3 from "Level 3" or 3; None from null or "Level ?" (two MATH problems have it)."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(?:Level\s*)?(\d+)\s*", str(value)) if value is not None else None
+    return int(match.group(1)) if match else None
+
+
+def _example(row: dict[str, Any], index: int, split: str, source: str) -> Example | None:
+    """The row as an Example; None when its golden answer is empty (it cannot be scored)."""
+    require(row, ("problem", "solution"), source, reference="solution")
+    gold = row.get("answer")
+    if gold is None:
+        gold = answers.last_boxed(row["solution"])
+        if gold is None:
+            raise DasdError(f"{source}: no 'answer' field and no \\boxed{{}} in the solution")
+    if not str(gold).strip():
+        return None
+    meta = {"subject": row.get("subject") or row.get("type")}
+    return Example(str(row.get("unique_id") or f"math-{split}-{index}"), row["problem"],
+                   row["solution"], str(gold).strip(), parse_level(row.get("level")), meta)
+
+
+def _hub_rows(split: str) -> list[dict[str, Any]]:
+    if split == "test":
+        return load_hub_rows(TEST_HUB_ID, None, "test")
+    return [row for subject in TRAIN_SUBJECTS
+            for row in load_hub_rows(TRAIN_HUB_ID, subject, "train")]
+
+
+def _examples(rows: list[dict[str, Any]], split: str, limit: int | None,
+              source: Callable[[int], str]) -> list[Example]:
+    """The first `limit` scorable rows as Examples, in file order.
+
+    Rows with an empty golden answer (two MATH problems box nothing: `\\boxed{}`) are
+    skipped with a warning rather than failing the whole file.
+    """
+    examples, skipped = [], []
+    for i, row in enumerate(rows):
+        if limit is not None and len(examples) >= limit:
+            break
+        example = _example(row, i, split, source(i))
+        if example is None:
+            skipped.append(source(i))
+        else:
+            examples.append(example)
+    if skipped:
+        logger.warning("skipped %d MATH row(s) with an empty answer: %s", len(skipped),
+                       ", ".join(skipped))
+    return examples
+
+
+class MathTask(Task):
+    """MATH: test from MATH-500, train from hendrycks_math, or a local file."""
+
+    name: ClassVar[str] = "math"
+    prompts: ClassVar[PromptTemplate] = BOXED_PROMPTS
+
+    def load(self, split: str, path: str | None = None, limit: int | None = None,
+             seed: int = 0) -> list[Example]:
+        """The first `limit` rows in file order (`seed` is unused: the order is the file's)."""
+        check_limit(limit)
+        if path is not None:
+            check_split(self.name, split, ("train", "validation", "test"))
+            rows = read_rows(path)
+            return _examples(rows, split, limit, lambda i: row_source(path, i))
+        check_split(self.name, split, ("train", "test"))
+        hub_id = TEST_HUB_ID if split == "test" else TRAIN_HUB_ID
+        return _examples(_hub_rows(split), split, limit,
+                         lambda i: f"{hub_id} ({split}) row {i + 1}")
+
+    def check(self, response: str, example: Example) -> AnswerCheck:
+        return answers.check_math(response, example.answer)

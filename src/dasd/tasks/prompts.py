@@ -1,0 +1,116 @@
+"""The one place prompts are built: templates, their YAML form, and chat rendering.
+
+A template has two user messages: `base` sees the question only, `reference` also sees
+the golden solution and is asked to solve in its own words. Placeholders `{question}` and
+`{reference}` are replaced literally; every other brace is kept as written, so a
+template may say `\\boxed{}` without escaping.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from dasd.errors import DasdError
+from dasd.tasks.base import Example, PromptTemplate
+
+_PLACEHOLDER = re.compile(r"\{(question|reference)\}")
+_KEYS = ("base", "reference", "system")
+
+_OWN_WORDS = ("Refer to the reference solution and write your own step-by-step solution "
+              "in your own words, without mentioning the reference.")
+
+
+def _template(ending: str) -> PromptTemplate:
+    """Default base/reference pair that both end by asking for the answer as `ending`."""
+    return PromptTemplate(
+        base=f"{{question}}\n\nSolve the problem step by step. {ending}",
+        reference=("{question}\n\nReference solution:\n---\n{reference}\n---\n\n"
+                   f"{_OWN_WORDS} {ending}"),
+    )
+
+
+# Numeric tasks (arith, GSM8K): "The answer is N." is what `extract_answer` looks for first.
+NUMERIC_PROMPTS = _template('End with "The answer is N.", where N is the final number.')
+# MATH: answers are LaTeX, so they are boxed as in the MATH solutions themselves.
+BOXED_PROMPTS = _template("Put your final answer within \\boxed{}.")
+
+
+def check_template(template: PromptTemplate, source: str) -> PromptTemplate:
+    """Return `template` if its placeholders are usable, else raise naming `source`.
+
+    The base prompt must not see `{reference}`: that would leak the solution into the
+    context that is supposed to lack it.
+    """
+    rules = (("base", template.base, ("question",), ("reference",)),
+             ("reference", template.reference, ("question", "reference"), ()))
+    for key, text, needed, forbidden in rules:
+        found = set(_PLACEHOLDER.findall(text))
+        for name in needed:
+            if name not in found:
+                raise DasdError(f"{source}: '{key}' prompt lacks the {{{name}}} placeholder")
+        for name in forbidden:
+            if name in found:
+                raise DasdError(f"{source}: '{key}' prompt must not contain {{{name}}}")
+    return template
+
+
+def load_prompt_template(path: str | Path) -> PromptTemplate:
+    """Read a template from YAML with keys `base`, `reference` and optional `system`."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DasdError(f"prompt file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise DasdError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DasdError(f"{path}: expected a mapping with keys base, reference, system")
+    _check_keys(data, path)
+    return check_template(PromptTemplate(data["base"], data["reference"], data.get("system")),
+                          str(path))
+
+
+def _check_keys(data: dict[str, Any], path: Path) -> None:
+    unknown = sorted(set(data) - set(_KEYS))
+    if unknown:
+        raise DasdError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_KEYS)}")
+    for key in ("base", "reference"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise DasdError(f"{path}: missing or empty '{key}' prompt")
+    if data.get("system") is not None and not isinstance(data["system"], str):
+        raise DasdError(f"{path}: 'system' must be a string")
+
+
+def fill(text: str, example: Example) -> str:
+    """`text` with `{question}` and `{reference}` replaced by the example's fields."""
+    values = {"question": example.question, "reference": example.reference}
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
+
+
+def render_prompts(tokenizer: Any, template: PromptTemplate, example: Example,
+                   chat_template_kwargs: dict[str, Any] | None = None) -> tuple[str, str]:
+    """(base_text, reference_text): both prompts ready to tokenize, ending where the answer starts.
+
+    With a chat template, each is `apply_chat_template` over [system?, user] with the
+    generation prompt added; `template.system` None keeps the template's own default.
+    Without one (a base model), the fallback is plain text:
+    "<system>\\n\\n" (if any) + "Question: <user message>\\n\\nAnswer:".
+    """
+    return (_render(tokenizer, template.system, fill(template.base, example), chat_template_kwargs),
+            _render(tokenizer, template.system, fill(template.reference, example),
+                    chat_template_kwargs))
+
+
+def _render(tokenizer: Any, system: str | None, user: str,
+            chat_template_kwargs: dict[str, Any] | None) -> str:
+    if getattr(tokenizer, "chat_template", None) is None:
+        prefix = f"{system}\n\n" if system else ""
+        return f"{prefix}Question: {user}\n\nAnswer:"
+    messages = ([{"role": "system", "content": system}] if system is not None else [])
+    messages.append({"role": "user", "content": user})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         **(chat_template_kwargs or {}))
