@@ -13,9 +13,7 @@ setup: $(STAMP)
 
 # The main job on the embedded model (SmolLM2-135M-Instruct), CPU, no network.
 demo: $(STAMP)
-	$(DASD) generate --config configs/generate-demo.yaml --method base --out runs/demo/base.jsonl
-	$(DASD) generate --config configs/generate-demo.yaml --method sd --out runs/demo/sd.jsonl
-	$(DASD) generate --config configs/generate-demo.yaml --method dasd --out runs/demo/dasd.jsonl
+	$(DASD) run configs/demo.yaml
 
 # Fast tests on tiny random models, then the integration tests on the embedded model.
 test: $(STAMP)

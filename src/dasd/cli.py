@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
@@ -16,6 +18,8 @@ from dasd import __version__
 from dasd.config import add_config_arguments, config_from_args
 from dasd.errors import DasdError
 from dasd.progress import console
+
+results = Console()  # summaries and tables go to stdout; progress and logs to stderr
 
 
 def _quiet_libraries() -> None:
@@ -42,7 +46,39 @@ def print_generate_summary(summary: dict[str, Any]) -> None:
     table.add_row("length-capped responses", str(summary["length_capped"]), "")
     if summary.get("tokens_per_second"):
         table.add_row("decoding speed (this run)", f"{summary['tokens_per_second']:.1f} tok/s", "")
-    console.print(table)
+    results.print(table)
+
+
+def print_train_summary(summary: dict[str, Any]) -> None:
+    results.print(f"rows: {summary['rows']}; loss "
+                  f"{summary['train_loss_first']:.4f} -> {summary['train_loss_last']:.4f} in "
+                  f"{summary['steps']} steps, {summary['seconds']:.0f} s, "
+                  f"{summary['tokens_per_second']:.1f} tok/s; adapter: {summary['output']}")
+
+
+def print_eval_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['model']} + {summary['adapter'] or 'no adapter'} on "
+                        f"{summary['task']}/{summary['split']}  ->  {summary['output']}")
+    table.add_column("level")
+    table.add_column("accuracy", justify="right")
+    table.add_column("problems", justify="right")
+    for level, stats in summary["per_level"].items():
+        table.add_row(level, f"{stats['accuracy']:.3f}", str(stats["n"]))
+    table.add_row("all", f"{summary['accuracy']:.3f}", str(summary["n"]), style="bold")
+    results.print(table)
+
+
+def print_run_results(report: dict[str, Any]) -> None:
+    from dasd.run import results_rows
+
+    header, rows = results_rows(report)
+    table = Table(title=f"{report['name']}: {report['model']} on {report['task']} "
+                        f"({report['total_seconds']:.0f} s)")
+    for column in header:
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in rows:
+        table.add_row(*row)
+    results.print(table)
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -51,15 +87,39 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     print_generate_summary(generate(config_from_args(GenerateConfig, args)))
 
 
-def _generate_config_cls():
-    from dasd.decoding.generate import GenerateConfig
+def _cmd_train(args: argparse.Namespace) -> None:
+    from dasd.training import TrainConfig, train
 
-    return GenerateConfig
+    print_train_summary(train(config_from_args(TrainConfig, args)))
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from dasd.evaluation.evaluate import EvalConfig, evaluate
+
+    print_eval_summary(evaluate(config_from_args(EvalConfig, args)))
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from dasd.run import RunConfig, run
+
+    print_run_results(run(config_from_args(RunConfig, args)))
+
+
+def _config_cls(module: str, name: str) -> Callable[[], type]:
+    def load() -> type:
+        return getattr(importlib.import_module(module), name)
+    return load
 
 
 COMMANDS: dict[str, tuple[str, Callable[[], type], Callable[[argparse.Namespace], None]]] = {
     "generate": ("decode a task split with dasd, sd or base; write JSONL + summary",
-                 _generate_config_cls, _cmd_generate),
+                 _config_cls("dasd.decoding.generate", "GenerateConfig"), _cmd_generate),
+    "train": ("LoRA SFT (TRL) on the correct rows of generated JSONL files",
+              _config_cls("dasd.training", "TrainConfig"), _cmd_train),
+    "eval": ("greedy accuracy of a model (optionally + LoRA adapter) on a task split",
+             _config_cls("dasd.evaluation.evaluate", "EvalConfig"), _cmd_eval),
+    "run": ("the whole comparison from one YAML: generate, train, evaluate, results table",
+            _config_cls("dasd.run", "RunConfig"), _cmd_run),
 }
 
 
@@ -71,6 +131,9 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, config_cls, handler) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "run":
+            command.add_argument("config_file", metavar="CONFIG.yaml", nargs="?",
+                                 help="experiment config (flags override its values)")
         add_config_arguments(command, config_cls())
         command.set_defaults(handler=handler)
     return parser
@@ -78,6 +141,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if getattr(args, "config_file", None):
+        args.config = args.config_file
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s", handlers=[RichHandler(console=console,
                                                                      show_path=False)])

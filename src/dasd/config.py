@@ -43,6 +43,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if value is None or (optional and str(value).lower() in ("none", "null")):
         return None
     if dataclasses.is_dataclass(inner):
+        if isinstance(value, str) and hasattr(inner, "from_string"):
+            return inner.from_string(value)
         if not isinstance(value, dict):
             raise DasdError(f"config key '{key}' must be a mapping, got {value!r}")
         return build_config(inner, value, prefix=f"{key}.")
@@ -64,6 +66,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ValueError(value)
         if origin in (list, tuple):
             (item_tp, *_) = get_args(inner) or (str,)
+            if isinstance(value, str) and value.lstrip().startswith("["):
+                value = yaml.safe_load(value)
             items = value if isinstance(value, list | tuple) else str(value).split(",")
             return [_coerce(v, item_tp, key) for v in items]
         if origin is dict or inner is dict:
@@ -92,8 +96,17 @@ def build_config(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
             hint = difflib.get_close_matches(key, fields, n=1)
             did_you_mean = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
             raise DasdError(f"unknown config key '{prefix}{key}'{did_you_mean}")
-        kwargs[key] = _coerce(value, hints[key], prefix + key)
+        kwargs[key] = _coerce(_onto_default(fields[key], value), hints[key], prefix + key)
     return cls(**kwargs)
+
+
+def _onto_default(f: dataclasses.Field, value: Any) -> Any:
+    """A partial mapping for a nested section keeps the section's own defaults."""
+    if isinstance(value, dict) and f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+        if dataclasses.is_dataclass(default):
+            return _merge(config_to_dict(default), value)
+    return value
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

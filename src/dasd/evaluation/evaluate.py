@@ -1,0 +1,253 @@
+"""`dasd evaluate`: accuracy of a model (optionally with a LoRA adapter) on a task split.
+
+Each problem's base prompt (the question only, no reference) is answered by greedy
+decoding with `model.generate` in fixed batches; the answer goes through the task's own
+checker (`task.check`), the same path that filters generated data. Writes one JSON line
+per problem (flushed per batch; rerunning resumes), a resolved config
+`<out>.config.yaml` and a summary `<out>.summary.json` beside the output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dasd.config import write_resolved_config
+from dasd.decoding.generate import _check_resumable, encode, sidecar
+from dasd.errors import DasdError
+from dasd.models import eos_token_ids, load_model
+from dasd.progress import progress_bar
+from dasd.records import append_rows, read_rows_for_resume
+from dasd.tasks import Example, Task, get_task
+from dasd.tasks.prompts import load_prompt_template, render_prompts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    model: str = field(default="smollm2-135m", metadata={
+        "help": "hub id, local model directory, .gguf file, or the embedded 'smollm2-135m'"})
+    adapter: str | None = field(default=None, metadata={
+        "help": "directory of a PEFT LoRA adapter saved by `dasd train` (merged before decoding)"})
+    dtype: str = field(default="auto", metadata={
+        "help": "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
+    task: str = field(default="arith", metadata={"help": "task name: arith, gsm8k, math"})
+    split: str = field(default="test", metadata={"help": "data split to evaluate on"})
+    data: str | None = field(default=None, metadata={
+        "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
+    limit: int | None = field(default=None, metadata={"help": "use the first N examples"})
+    seed: int = field(default=0, metadata={"help": "seed of generated tasks (arith)"})
+    batch_size: int = field(default=16, metadata={"help": "problems decoded together"})
+    max_new_tokens: int = field(default=256, metadata={
+        "help": "response length limit; capped responses are counted in the summary"})
+    prompts: str | None = field(default=None, metadata={
+        "help": "YAML prompt templates (base/reference/system); evaluation uses the base one"})
+    chat_template_kwargs: dict = field(default_factory=dict, metadata={
+        "help": "extra chat-template arguments, e.g. '{enable_thinking: false}'"})
+    out: str | None = field(default=None, metadata={
+        "help": "output JSONL (default: runs/<task>/eval-<adapter dir name, or 'base'>.jsonl)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "start over instead of resuming an existing output"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise DasdError(f"limit must be >= 1; got {self.limit}")
+        if self.adapter is not None and not str(self.adapter).strip():
+            raise DasdError("adapter is empty: give an adapter directory or leave it unset")
+        if self.out is None:
+            name = Path(self.adapter).name if self.adapter else "base"
+            self.out = f"runs/{self.task}/eval-{name}.jsonl"
+
+
+def check_adapter_dir(path: str | Path) -> Path:
+    """Return `path` if it holds a PEFT adapter, else raise a one-line DasdError.
+
+    Checked when evaluation starts, not when the config is built, so that a chained
+    `dasd run` can name the adapter that its training stage has yet to write.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise DasdError(f"adapter directory not found: {path}; give the output directory of "
+                        "`dasd train` or leave --adapter unset to evaluate the base model")
+    if not (path / "adapter_config.json").is_file():
+        raise DasdError(f"{path} has no adapter_config.json, so it is not a PEFT adapter: give "
+                        "the directory where training called save_pretrained")
+    return path
+
+
+def apply_adapter(model, adapter: str | Path):
+    """Load a LoRA adapter onto `model` and merge it in (modifies `model`'s weights in place).
+
+    Merging removes the adapter's extra matmuls, so decoding runs at base-model speed.
+    """
+    from peft import PeftModel
+
+    path = check_adapter_dir(adapter)
+    device = model.device
+    try:
+        merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as err:  # shape mismatch, wrong adapter type
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DasdError(f"adapter {path} does not fit this model ({first[:200]}): use the "
+                        "base model it was trained on") from err
+    return merged.to(device).eval()
+
+
+def generate_batch(model, tokenizer, prompts_ids: list[list[int]], max_new_tokens: int,
+                   eos_ids: list[int], *, do_sample: bool = False, temperature: float = 1.0,
+                   top_p: float = 1.0, top_k: int = 0, num_return_sequences: int = 1,
+                   seed: int | None = None) -> list[tuple[list[int], str]]:
+    """Decode a batch of token-id prompts with `model.generate` (left padding, KV cache).
+
+    Returns `(token_ids, finish_reason)` per sequence, prompt-major when
+    `num_return_sequences` > 1 (prompt 0's sequences first). `token_ids` end with the EOS
+    id when `finish_reason` is "eos"; "length" means the `max_new_tokens` cap was hit.
+    Every decoding setting is passed explicitly, so a model's own generation defaults
+    (repetition penalty, top-k 50, sampling on) never leak into an evaluation. Sampling is
+    seeded with `transformers.set_seed`, since `generate` takes no `torch.Generator`.
+    """
+    from transformers import GenerationConfig, set_seed
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    width = max(len(ids) for ids in prompts_ids)
+    input_ids = torch.full((len(prompts_ids), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(prompts_ids):  # left padding: every prompt ends at column -1
+        input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids):] = 1
+    settings = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=1,
+        num_return_sequences=num_return_sequences, eos_token_id=list(eos_ids),
+        pad_token_id=pad_id, repetition_penalty=1.0, no_repeat_ngram_size=0, use_cache=True,
+        **({"temperature": temperature, "top_p": top_p, "top_k": top_k} if do_sample else {}))
+    if do_sample and seed is not None:
+        set_seed(seed)
+    device = getattr(model, "device", torch.device("cpu"))
+    with torch.inference_mode():
+        output = model.generate(input_ids=input_ids.to(device),
+                                attention_mask=attention_mask.to(device),
+                                generation_config=settings)
+    return [_cut_at_eos(row[width:].tolist(), eos_ids) for row in output]
+
+
+def generate_greedy(model, tokenizer, prompts_ids: list[list[int]], max_new_tokens: int,
+                    eos_ids: list[int]) -> list[tuple[list[int], str]]:
+    """Greedy `generate_batch`: one `(token_ids, finish_reason)` per prompt."""
+    return generate_batch(model, tokenizer, prompts_ids, max_new_tokens, eos_ids)
+
+
+def _cut_at_eos(new_ids: list[int], eos_ids: list[int]) -> tuple[list[int], str]:
+    """Keep tokens up to and including the first EOS; the padding after it goes."""
+    eos = set(eos_ids)
+    for i, token in enumerate(new_ids):
+        if token in eos:
+            return new_ids[: i + 1], "eos"
+    return new_ids, "length"
+
+
+def make_row(config: EvalConfig, task: Task, example: Example, prompt: str,
+             token_ids: list[int], finish_reason: str, tokenizer) -> dict[str, Any]:
+    response = tokenizer.decode(token_ids, skip_special_tokens=True)
+    check = task.check(response, example)
+    return {
+        "id": example.id, "task": config.task, "split": config.split, "level": example.level,
+        "prompt": prompt, "response": response,
+        "extracted_answer": check.extracted, "answer_how": check.how,
+        "gold_answer": example.answer, "correct": check.correct,
+        "finish_reason": finish_reason, "n_tokens": len(token_ids),
+    }
+
+
+def summarize_eval(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy overall and per level (with counts), response lengths, capped responses."""
+    by_level: dict[str, list[bool]] = defaultdict(list)
+    for row in rows:
+        by_level[str(row["level"]) if row["level"] is not None else "none"].append(row["correct"])
+    n, correct = len(rows), sum(row["correct"] for row in rows)
+    tokens = sum(row["n_tokens"] for row in rows)
+    levels = sorted(by_level, key=lambda k: (k == "none", int(k) if k != "none" else 0))
+    return {
+        "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
+        "per_level": {k: {"n": len(by_level[k]), "correct": sum(by_level[k]),
+                          "accuracy": sum(by_level[k]) / len(by_level[k])} for k in levels},
+        "mean_response_tokens": tokens / n if n else 0.0,
+        "length_capped": sum(row["finish_reason"] == "length" for row in rows),
+    }
+
+
+def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
+    """Greedy accuracy of `config.model` (+ adapter) on a task split; returns the summary.
+
+    A given `model`/`tokenizer` is used instead of loading `config.model` (tests, or a
+    caller that already holds it); with `config.adapter` set it is merged into that model.
+    """
+    out = Path(config.out)
+    if config.adapter is not None:
+        check_adapter_dir(config.adapter)
+    task = get_task(config.task)
+    template = load_prompt_template(config.prompts) if config.prompts else task.prompts
+    examples = task.load(config.split, path=config.data, limit=config.limit, seed=config.seed)
+    if not examples:
+        raise DasdError(f"task '{config.task}' split '{config.split}' has no examples")
+    if config.overwrite:
+        for path in (out, sidecar(out, "summary.json")):
+            path.unlink(missing_ok=True)
+    _check_resumable(config, out)
+    if model is None:
+        model, tokenizer = load_model(config.model, config.dtype, config.device)
+    if config.adapter is not None:
+        model = apply_adapter(model, config.adapter)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(config, sidecar(out, "config.yaml"))
+
+    done = {row["id"] for row in read_rows_for_resume(out)}
+    tokens, seconds = _decode_missing(config, task, template, examples, done, model, tokenizer,
+                                      out)
+    wanted = {e.id for e in examples}
+    rows = [r for r in read_rows_for_resume(out) if r["id"] in wanted]
+    summary = {"task": config.task, "split": config.split, "model": config.model,
+               "adapter": config.adapter, **summarize_eval(rows), "new_tokens": tokens,
+               "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else None,
+               "output": str(out)}
+    sidecar(out, "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _decode_missing(config: EvalConfig, task: Task, template, examples: list[Example],
+                    done: set[str], model, tokenizer, out: Path) -> tuple[int, float]:
+    """Answer the examples not yet in `out`, batch by batch, appending each batch."""
+    eos = eos_token_ids(model, tokenizer)
+    # Batches are fixed slices of the example list, so a resumed run batches as a fresh one.
+    batches = [examples[i:i + config.batch_size]
+               for i in range(0, len(examples), config.batch_size)]
+    todo = [batch for batch in ([e for e in b if e.id not in done] for b in batches) if batch]
+    remaining = sum(map(len, todo))
+    label = f"eval {Path(config.adapter).name if config.adapter else 'base'} on " \
+            f"{config.task}/{config.split}"
+    total_tokens, start = 0, time.perf_counter()
+    with progress_bar(label, total=remaining, initial=len(examples) - remaining) as bar:
+        for batch in todo:
+            prompts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs)[0]
+                       for e in batch]
+            results = generate_greedy(model, tokenizer, [encode(tokenizer, p) for p in prompts],
+                                      config.max_new_tokens, eos)
+            rows = [make_row(config, task, e, p, ids, reason, tokenizer)
+                    for e, p, (ids, reason) in zip(batch, prompts, results, strict=True)]
+            append_rows(out, rows)
+            batch_tokens = sum(row["n_tokens"] for row in rows)
+            total_tokens += batch_tokens
+            bar.add_tokens(batch_tokens)
+            bar.advance(len(batch))
+    return total_tokens, time.perf_counter() - start

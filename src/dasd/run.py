@@ -1,0 +1,225 @@
+"""`dasd run`: generate -> filter -> train -> evaluate for every method, then one table.
+
+The untrained model ("origin") and every method are evaluated on the same held-out
+problems. Each stage leaves a marker with a fingerprint of its settings and inputs: a
+stage whose marker matches is reused, one whose settings or inputs changed runs again,
+and an interrupted generation or evaluation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dasd.config import config_to_dict, write_resolved_config
+from dasd.decoding.generate import GenerateConfig, generate
+from dasd.errors import DasdError
+from dasd.evaluation.evaluate import EvalConfig, evaluate
+from dasd.training import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+ORIGIN = "origin"
+PROVENANCE_KEYS = {"dasd_version", "git_revision", "overwrite", "batch_size"}
+
+
+@dataclass
+class MethodSpec:
+    """One data-generation method of the comparison; unset settings come from `generate`."""
+
+    name: str = field(metadata={"help": "label in folders and tables, e.g. dasd-tau0.1"})
+    method: str | None = field(default=None, metadata={
+        "help": "decoding rule (dasd, sd, base); default: the name"})
+    top_k: int | None = None
+    tau: float | None = None
+    fallback: Literal["ref", "base"] | None = None
+
+    @classmethod
+    def from_string(cls, text: str) -> MethodSpec:
+        return cls(name=text)
+
+    def overrides(self) -> dict[str, Any]:
+        values = {"method": self.method or self.name, "top_k": self.top_k, "tau": self.tau,
+                  "fallback": self.fallback}
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass
+class RunConfig:
+    name: str = field(default="demo", metadata={"help": "run name; outputs in runs/<name>"})
+    out_dir: str | None = field(default=None, metadata={"help": "default: runs/<name>"})
+    model: str = field(default="smollm2-135m", metadata={
+        "help": "hub id, local model directory, .gguf file, or 'smollm2-135m'"})
+    task: str = field(default="arith", metadata={"help": "task name: arith, gsm8k, math"})
+    seed: int = field(default=0, metadata={"help": "seed of data, LoRA init and shuffling"})
+    dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16, float16"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
+    origin: bool = field(default=True, metadata={"help": "also evaluate the untrained model"})
+    methods: list[MethodSpec] = field(
+        default_factory=lambda: [MethodSpec("sd"), MethodSpec("dasd")],
+        metadata={"help": "methods to compare, e.g. 'sd,dasd' or a YAML list of mappings"})
+    generate: GenerateConfig = field(default_factory=lambda: GenerateConfig(limit=64), metadata={
+        "help": "generation settings (model, task, method and out are set per method)"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={
+        "help": "training settings (model, data and out are set per method)"})
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(limit=100), metadata={
+        "help": "evaluation settings (model, adapter, task and out are set per method)"})
+
+    def __post_init__(self) -> None:
+        if self.out_dir is None:
+            self.out_dir = f"runs/{self.name}"
+        names = [m.name for m in self.methods]
+        if ORIGIN in names or len(set(names)) != len(names):
+            raise DasdError(f"method names must be unique and not '{ORIGIN}'; got {names}")
+        for spec in self.methods:  # fail now on a bad method or setting, not mid-run
+            self.generate_config(spec)
+
+    def generate_config(self, spec: MethodSpec) -> GenerateConfig:
+        return dataclasses.replace(
+            self.generate, model=self.model, task=self.task, seed=self.seed, dtype=self.dtype,
+            device=self.device, out=str(Path(self.out_dir) / "generate" / f"{spec.name}.jsonl"),
+            **spec.overrides())
+
+    def train_config(self, spec: MethodSpec, data: str) -> TrainConfig:
+        return dataclasses.replace(
+            self.train, model=self.model, data=[data], seed=self.seed, dtype=self.dtype,
+            device=self.device, out=str(Path(self.out_dir) / "train" / spec.name), overwrite=True)
+
+    def eval_config(self, name: str, adapter: str | None) -> EvalConfig:
+        return dataclasses.replace(
+            self.eval, model=self.model, task=self.task, seed=self.seed, dtype=self.dtype,
+            device=self.device, adapter=adapter,
+            out=str(Path(self.out_dir) / "eval" / f"{name}.jsonl"))
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(config: Any, inputs: list[str]) -> str:
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in PROVENANCE_KEYS}
+    payload = {"settings": settings, "inputs": {p: _file_digest(Path(p)) for p in inputs}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_stage(marker: Path, config: Any, inputs: list[str],
+              stage: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """Run `stage(config)` unless `marker` says it already ran with these settings/inputs."""
+    key = fingerprint(config, inputs)
+    previous = json.loads(marker.read_text()) if marker.is_file() else None
+    if previous and previous["fingerprint"] == key:
+        log.info("reusing %s", marker.parent / marker.stem.removeprefix(".stage-"))
+        return {**previous["summary"], "reused": True}
+    if previous and hasattr(config, "overwrite"):  # settings or inputs changed: start over
+        config = dataclasses.replace(config, overwrite=True)
+    start = time.perf_counter()
+    summary = stage(config)
+    summary["stage_seconds"] = time.perf_counter() - start
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"fingerprint": key, "summary": summary}, default=str))
+    return summary
+
+
+def _marker(path: str, stage: str) -> Path:
+    p = Path(path)
+    return p.parent / f".stage-{stage}-{p.stem if p.suffix else p.name}.json"
+
+
+def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str, Any]:
+    gen_config = config.generate_config(spec)
+    gen = run_stage(_marker(gen_config.out, "generate"), gen_config, [],
+                    lambda c: generate(c, model=model, tokenizer=tokenizer))
+    result: dict[str, Any] = {"generate": gen}
+    usable = gen["kept"] if config.train.only_correct else gen["samples"]
+    if usable == 0:
+        log.warning("%s: no correct samples to train on; skipping train and eval", spec.name)
+        return result
+    train_config = config.train_config(spec, gen_config.out)
+    result["train"] = run_stage(_marker(train_config.out, "train"), train_config,
+                                [gen_config.out], train)
+    eval_config = config.eval_config(spec.name, train_config.out)
+    result["eval"] = run_stage(_marker(eval_config.out, "eval"), eval_config,
+                               [train_config.out], evaluate)
+    return result
+
+
+def run(config: RunConfig) -> dict[str, Any]:
+    """Run the whole comparison; write results.json and results.md in the run folder."""
+    from dasd.models import load_model
+
+    root = Path(config.out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(config, root / "config.yaml")
+    log.info("run folder: %s", root)
+    start = time.perf_counter()
+    model, tokenizer = load_model(config.model, config.dtype, config.device)
+    results: dict[str, Any] = {}
+    if config.origin:
+        eval_config = config.eval_config(ORIGIN, None)
+        results[ORIGIN] = {"eval": run_stage(
+            _marker(eval_config.out, "eval"), eval_config, [],
+            lambda c: evaluate(c, model=model, tokenizer=tokenizer))}
+    for spec in config.methods:
+        results[spec.name] = run_method(config, spec, model, tokenizer)
+    report = {"name": config.name, "model": config.model, "task": config.task,
+              "total_seconds": time.perf_counter() - start, "methods": results}
+    (root / "results.json").write_text(json.dumps(report, indent=2, default=str))
+    (root / "results.md").write_text(results_markdown(report))
+    return report
+
+
+def _levels(report: dict[str, Any]) -> list[str]:
+    levels = {lvl for r in report["methods"].values() for lvl in r.get("eval", {}).get(
+        "per_level", {})}
+    return sorted(levels, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
+
+
+def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The results table as header + rows of strings (shared by terminal and Markdown)."""
+    levels = _levels(report)
+    header = (["method", "accuracy"] + [f"L{lvl}" for lvl in levels]
+              + ["kept / total", "high-PPL % (train data)", "generate s", "train s", "eval s",
+                 "train tok/s"])
+    rows = []
+    for name, result in report["methods"].items():
+        gen, tr, ev = result.get("generate"), result.get("train"), result.get("eval")
+        acc = [f"{ev['accuracy']:.3f} ({ev['n']})"] if ev else ["-"]
+        per_level = [f"{ev['per_level'][lvl]['accuracy']:.2f} ({ev['per_level'][lvl]['n']})"
+                     if ev and lvl in ev["per_level"] else "-" for lvl in levels]
+        rows.append([name, *acc, *per_level,
+                     f"{gen['kept']} / {gen['samples']}" if gen else "-",
+                     f"{gen['high_ppl_percent_kept']:.2f}" if gen else "-",
+                     _seconds(gen), _seconds(tr), _seconds(ev),
+                     f"{tr['tokens_per_second']:.1f}" if tr and tr.get("tokens_per_second")
+                     else "-"])
+    return header, rows
+
+
+def _seconds(summary: dict[str, Any] | None) -> str:
+    if not summary:
+        return "-"
+    seconds = f"{summary.get('stage_seconds', 0):.0f}"
+    return f"{seconds} (reused)" if summary.get("reused") else seconds
+
+
+def results_markdown(report: dict[str, Any]) -> str:
+    header, rows = results_rows(report)
+    lines = [f"# {report['name']}: {report['model']} on {report['task']}", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", f"Total wall time: {report['total_seconds']:.0f} s. Accuracy is on the "
+              "held-out split (number of problems in parentheses); high-PPL % is the share of "
+              "training tokens with base-model perplexity > 2.5."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,303 @@
+"""`dasd train`: LoRA SFT on generated rows with TRL's SFTTrainer.
+
+The DASD recipe (paper Section 4): keep only the samples whose final answer is correct and
+fine-tune with the causal-LM loss on the response tokens, LoRA on all linear layers via
+PEFT, lr 2e-5, warmup ratio 0.2. Those are the defaults here. Rows are used as the exact
+token ids that were generated (see `dasd.training.data`); a per-row `loss_mask` removes
+tokens from the loss (Mask-PPL). Methods that change the loss online (ProFit) pass their
+own `DasdSFTTrainer` subclass as `trainer_cls`; the loop stays TRL's.
+
+Writes into `out`: the adapter (`adapter_config.json`, `adapter_model.safetensors`), the
+tokenizer, `config.yaml` (resolved config), `train_log.jsonl` (one row per Trainer log),
+`train_summary.json`, and with `merge` a full merged model in `out/merged`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dasd.config import write_resolved_config
+from dasd.errors import DasdError
+from dasd.models import load_model, pick_device
+from dasd.training.data import RowStats, build_dataset
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    model: str = field(default="smollm2-135m", metadata={
+        "help": "base model: hub id, local model directory, .gguf file, or 'smollm2-135m'"})
+    data: list[str] | None = field(default=None, metadata={
+        "help": "JSONL file(s) written by `dasd generate` (comma-separated for several)"})
+    out: str | None = field(default=None, metadata={
+        "help": "adapter output directory (default: <data dir>/train/<data file stem>)"})
+    only_correct: bool = field(default=True, metadata={
+        "help": "train only on rows whose answer is correct (the DASD recipe)"})
+    drop_length_capped: bool = field(default=False, metadata={
+        "help": "also drop rows that hit the generation length cap"})
+    learning_rate: float = field(default=2e-5, metadata={
+        "help": "peak learning rate (paper: 2e-5)"})
+    warmup_ratio: float = field(default=0.2, metadata={
+        "help": "fraction of steps with linear warmup, in [0, 1) (paper: 0.2)"})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the rows"})
+    max_steps: int = field(default=-1, metadata={
+        "help": "optimizer steps; overrides num_train_epochs when > 0 (-1: use epochs)"})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "rows per micro-batch"})
+    gradient_accumulation_steps: int = field(default=1, metadata={
+        "help": "micro-batches per optimizer step"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_target_modules: str = field(default="all-linear", metadata={
+        "help": "'all-linear' (paper: all linear layers) or comma-separated module names"})
+    max_length: int = field(default=1024, metadata={
+        "help": "truncate prompt + completion to this many tokens (keeps the start)"})
+    seed: int = field(default=0, metadata={"help": "seed of LoRA init, dropout and shuffling"})
+    dtype: str = field(default="auto", metadata={
+        "help": "weights dtype: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
+    logging_steps: int = field(default=1, metadata={"help": "log the loss every N steps"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations to save memory (slower; off: TRL's default is on)"})
+    merge: bool = field(default=False, metadata={
+        "help": "also save the base model with the adapter merged in, to <out>/merged"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an adapter already in <out>"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        self.data = [str(p) for p in self.data] if self.data else None
+        positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "lora_r",
+                    "max_length", "logging_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise DasdError(f"learning_rate must be > 0; got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise DasdError(f"warmup_ratio must be in [0, 1); got {self.warmup_ratio}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise DasdError(f"max_steps must be >= 1, or -1 to use num_train_epochs; "
+                            f"got {self.max_steps}")
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise DasdError(f"num_train_epochs must be > 0; got {self.num_train_epochs}")
+        if not self.lora_alpha > 0:
+            raise DasdError(f"lora_alpha must be > 0; got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise DasdError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
+        if not self.lora_target_modules.strip(" ,"):
+            raise DasdError("lora_target_modules is empty: use 'all-linear' or module names")
+        if self.dtype not in DTYPES:
+            raise DasdError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.out is None and self.data:
+            self.out = str(default_out(self.data))
+
+    def check_inputs(self) -> None:
+        """Checks that need the file system; run just before training, not at parse time,
+        so that a chained run can name data that an earlier stage has yet to write."""
+        if not self.data:
+            raise DasdError("data is required: pass --data runs/<task>/<method>.jsonl")
+        for path in self.data:
+            if not Path(path).is_file():
+                raise DasdError(f"data file not found: {path}; run `dasd generate` first "
+                                "or fix --data")
+        if self.out is None:
+            raise DasdError("out is required when training on several data files: pass --out")
+        if (Path(self.out) / ADAPTER_FILE).exists() and not self.overwrite:
+            raise DasdError(f"{self.out} already holds a trained adapter: pass --overwrite "
+                            "or choose another --out")
+
+    def target_modules(self) -> str | list[str]:
+        if self.lora_target_modules.strip() == "all-linear":
+            return "all-linear"
+        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+
+
+def default_out(data: list[str]) -> Path | None:
+    """`runs/x/dasd.jsonl` -> `runs/x/train/dasd`; `runs/x/generate/dasd.jsonl` likewise."""
+    if len(data) != 1:
+        return None
+    path = Path(data[0])
+    parent = path.parent.parent if path.parent.name == "generate" else path.parent
+    return parent / "train" / path.stem
+
+
+def lora_config(config: TrainConfig):
+    """A fresh LoraConfig for every trainer: PEFT mutates the one it is given."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout,
+                      target_modules=config.target_modules(), task_type="CAUSAL_LM")
+
+
+def mixed_precision(device: torch.device) -> str | None:
+    """bf16 autocast where the GPU has it, else fp16 on GPUs; never on CPU (TRL's bf16
+    default fails there) or MPS."""
+    if device.type != "cuda":
+        return None
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def sft_args(config: TrainConfig, device: torch.device):
+    from trl import SFTConfig
+
+    precision = mixed_precision(device)
+    return SFTConfig(
+        output_dir=config.out, learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of steps
+        num_train_epochs=config.num_train_epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        seed=config.seed, logging_steps=config.logging_steps,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device.type == "cpu",
+        activation_checkpointing=config.gradient_checkpointing,  # TRL's default is on
+        max_length=config.max_length, completion_only_loss=True, packing=False,
+        report_to="none", save_strategy="no",
+    )
+
+
+@functools.cache
+def _sft_trainer_cls():
+    from trl import SFTTrainer
+
+    class DasdSFTTrainer(SFTTrainer):
+        """SFTTrainer that also counts the tokens it trained on (all, and those with a label)."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.tokens_seen = 0
+            self.loss_tokens_seen = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                self.tokens_seen += int(inputs["attention_mask"].sum())
+                self.loss_tokens_seen += int((inputs["labels"][:, 1:] != -100).sum())
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return DasdSFTTrainer
+
+
+def __getattr__(name: str):
+    # `DasdSFTTrainer` is defined on first use: importing TRL takes seconds, and the CLI
+    # imports this module for `TrainConfig` alone (e.g. for --help).
+    if name == "DasdSFTTrainer":
+        return _sft_trainer_cls()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_trainer(config: TrainConfig, model, tokenizer, dataset, trainer_cls=None):
+    """The SFTTrainer (LoRA-wrapped model, labels built from `completion_mask`)."""
+    from transformers import set_seed
+
+    trainer_cls = trainer_cls or _sft_trainer_cls()
+    set_seed(config.seed)  # LoRA's A matrices are initialised inside the trainer
+    device = pick_device(config.device)
+    return trainer_cls(model=model, args=sft_args(config, device), train_dataset=dataset,
+                       processing_class=tokenizer, peft_config=lora_config(config))
+
+
+def _prepare_out(config: TrainConfig) -> Path:
+    out = Path(config.out)
+    if config.overwrite:
+        shutil.rmtree(out / "merged", ignore_errors=True)
+        for name in ("train_log.jsonl", "train_summary.json"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(config, out / "config.yaml")
+    return out
+
+
+def train(config: TrainConfig, model=None, tokenizer=None, trainer_cls=None) -> dict[str, Any]:
+    """Fine-tune a LoRA adapter on generated rows; save it and return the run summary.
+
+    A `model` passed in is wrapped by PEFT in place, so after the call it computes with the
+    trained adapter (merged into its weights when `config.merge`). `trainer_cls` swaps in a
+    subclass of `DasdSFTTrainer` for methods that change the loss online (e.g. ProFit).
+    """
+    if (model is None) != (tokenizer is None):
+        raise ValueError("pass model and tokenizer together, or neither")
+    config.check_inputs()
+    dataset, stats = build_dataset(config.data, config.only_correct, config.drop_length_capped,
+                                   config.max_length)
+    log.info("training on %d of %d rows (%s); output in %s", stats.used, stats.read,
+             stats.explain(), config.out)
+    if model is None:
+        model, tokenizer = load_model(config.model, config.dtype, config.device)
+    out = _prepare_out(config)
+    trainer = build_trainer(config, model, tokenizer, dataset, trainer_cls)
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    trainer.model.eval()
+
+    trainer.model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _write_jsonl(out / "train_log.jsonl", trainer.state.log_history)
+    summary = _summary(config, trainer, result, stats, seconds)
+    if config.merge:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(out / "merged")
+        tokenizer.save_pretrained(out / "merged")
+        summary["merged"] = str(out / "merged")
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("adapter saved to %s (train loss %s -> %s in %d steps, %.0f s)", out,
+             summary["train_loss_first"], summary["train_loss_last"], summary["steps"], seconds)
+    return summary
+
+
+def _summary(config: TrainConfig, trainer, result, stats: RowStats,
+             seconds: float) -> dict[str, Any]:
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    steps = trainer.state.global_step
+    tokens = getattr(trainer, "tokens_seen", 0)  # counted by DasdSFTTrainer
+    loss_tokens = getattr(trainer, "loss_tokens_seen", 0)
+    return {
+        "output": str(config.out), "data": config.data, "model": config.model,
+        "rows": stats.as_dict(),
+        "steps": steps, "epochs": trainer.state.epoch,
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "train_loss_mean": result.training_loss,
+        "seconds": seconds, "seconds_per_step": seconds / steps if steps else None,
+        "trainable_params": trainable, "total_params": total,
+        "tokens_trained": tokens, "loss_tokens_trained": loss_tokens,
+        "tokens_per_second": tokens / seconds if seconds else None,
+        "loss_tokens_per_second": loss_tokens / seconds if seconds else None,
+        "device": str(trainer.args.device),
+        "mixed_precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else None,
+        "merged": None,
+    }
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def load_trained(model_spec: str, adapter_dir: str | Path, dtype: str = "auto",
+                 device: str = "auto"):
+    """(model, tokenizer): the base model with the adapter from `adapter_dir`, in eval mode."""
+    from peft import PeftModel
+
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise DasdError(f"{adapter_dir} holds no adapter (adapter_config.json): give the "
+                        "--out directory of `dasd train`")
+    model, tokenizer = load_model(model_spec, dtype, device)
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    return model.eval(), tokenizer

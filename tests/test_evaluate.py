@@ -1,0 +1,239 @@
+"""Evaluation: scoring through the task checker, resume, batching, adapters."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dasd.errors import DasdError
+from dasd.evaluation.evaluate import EvalConfig, evaluate, generate_batch, generate_greedy
+from dasd.records import read_jsonl
+from dasd.tasks import get_task
+from tests.conftest import make_model, make_tokenizer
+
+
+class ScriptedModel:
+    """A stand-in for a causal LM whose `generate` writes a chosen reply for each prompt.
+
+    It finds which example a prompt belongs to by its question text, so it is correct or
+    wrong on purpose; replies go through the real decode + `task.check` path.
+    """
+
+    device = torch.device("cpu")
+
+    def __init__(self, tokenizer, examples, reply):
+        self.tokenizer, self.examples, self.reply = tokenizer, examples, reply
+        self.calls = 0
+
+    def generate(self, input_ids, attention_mask, generation_config):
+        self.calls += 1
+        replies = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+            text = self.tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+            example = next(e for e in self.examples if e.question in text)
+            text, stop = self.reply(example)
+            tokens = self.tokenizer.encode(text, add_special_tokens=False)
+            replies.append(tokens + ([self.tokenizer.eos_token_id] if stop else []))
+        width = max(map(len, replies))
+        pad = generation_config.pad_token_id
+        padded = [r + [pad] * (width - len(r)) for r in replies]
+        return torch.cat([input_ids, torch.tensor(padded, dtype=torch.long)], dim=1)
+
+
+def scripted_run(tmp_path, reply, limit=10, batch_size=4, name="run"):
+    tokenizer = make_tokenizer()
+    examples = get_task("arith").load("test", limit=limit)
+    model = ScriptedModel(tokenizer, examples, reply)
+    config = EvalConfig(task="arith", split="test", limit=limit, batch_size=batch_size,
+                        out=str(tmp_path / f"{name}.jsonl"))
+    return evaluate(config, model, tokenizer), read_jsonl(config.out), model
+
+
+def test_known_answers_score_100_percent(tmp_path):
+    summary, rows, model = scripted_run(tmp_path, lambda e: (f"The answer is {e.answer}.", True))
+    assert summary["accuracy"] == 1.0 and summary["n"] == 10 and summary["correct"] == 10
+    assert model.calls == 3  # batches of 4, 4, 2
+    assert all(r["correct"] and r["answer_how"] == "final-answer" for r in rows)
+    assert [r["extracted_answer"] for r in rows] == [r["gold_answer"] for r in rows]
+    assert {r["finish_reason"] for r in rows} == {"eos"}
+    assert summary["length_capped"] == 0
+
+
+def test_wrong_answers_score_0_percent(tmp_path):
+    summary, rows, _ = scripted_run(
+        tmp_path, lambda e: (f"Let me think: {e.answer}. The answer is {int(e.answer) + 1}.",
+                             True))
+    assert summary["accuracy"] == 0.0 and summary["correct"] == 0
+    assert all(not r["correct"] for r in rows)
+    assert [r["extracted_answer"] for r in rows] == [str(int(r["gold_answer"]) + 1) for r in rows]
+
+
+def test_per_level_accounting_and_length_caps(tmp_path):
+    # Right (and stopped) on odd levels; wrong and never stopped on even ones.
+    def reply(example):
+        odd = example.level % 2 == 1
+        return f"The answer is {example.answer if odd else -1}.", odd
+
+    summary, rows, _ = scripted_run(tmp_path, reply, limit=15)
+    assert summary["n"] == 15 and summary["correct"] == 9
+    assert summary["accuracy"] == pytest.approx(9 / 15)
+    assert list(summary["per_level"]) == ["1", "2", "3", "4", "5"]
+    for level, stats in summary["per_level"].items():
+        odd = int(level) % 2 == 1
+        assert stats == {"n": 3, "correct": 3 if odd else 0, "accuracy": 1.0 if odd else 0.0}
+    assert summary["length_capped"] == 6
+    assert all((r["finish_reason"] == "eos") == r["correct"] for r in rows)
+    eos_rows = [r for r in rows if r["finish_reason"] == "eos"]
+    assert all(r["n_tokens"] == len(f"The answer is {r['gold_answer']}.") + 1 for r in eos_rows)
+    saved = Path(tmp_path / "run.summary.json")
+    assert saved.is_file() and (tmp_path / "run.config.yaml").is_file()
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAfter:
+    """Wraps a model; its generate fails after `calls` successful calls (a killed run)."""
+
+    def __init__(self, model, calls):
+        self.model, self.calls = model, calls
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, **kwargs):
+        if self.calls == 0:
+            raise Interrupted
+        self.calls -= 1
+        return self.model.generate(**kwargs)
+
+
+def test_resume_after_interruption_writes_the_same_file(tmp_path, tiny_model, tokenizer):
+    def config(name, **kw):
+        return EvalConfig(task="arith", limit=7, batch_size=3, max_new_tokens=12,
+                          out=str(tmp_path / f"{name}.jsonl"), **kw)
+
+    whole = evaluate(config("whole"), tiny_model, tokenizer)
+    with pytest.raises(Interrupted):
+        evaluate(config("resumed"), InterruptAfter(tiny_model, calls=1), tokenizer)
+    partial = tmp_path / "resumed.jsonl"
+    assert len(read_jsonl(partial)) == 3
+    with partial.open("a") as fh:  # a crash mid-write leaves half a line
+        fh.write('{"id": "arith-test-000')
+    counting = InterruptAfter(tiny_model, calls=100)
+    resumed = evaluate(config("resumed"), counting, tokenizer)
+    assert counting.calls == 100 - 2  # only the two missing batches were decoded
+    assert partial.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    assert resumed["n"] == whole["n"] == 7
+    assert resumed["per_level"] == whole["per_level"]
+    assert {r["finish_reason"] for r in read_jsonl(partial)} == {"eos", "length"}
+
+
+def test_changed_settings_are_refused_unless_overwrite(tmp_path, tiny_model, tokenizer):
+    out = str(tmp_path / "e.jsonl")
+    evaluate(EvalConfig(limit=2, max_new_tokens=4, out=out), tiny_model, tokenizer)
+    with pytest.raises(DasdError, match="max_new_tokens"):
+        evaluate(EvalConfig(limit=2, max_new_tokens=5, out=out), tiny_model, tokenizer)
+    summary = evaluate(EvalConfig(limit=2, max_new_tokens=5, out=out, overwrite=True),
+                       tiny_model, tokenizer)
+    assert summary["n"] == 2 and max(r["n_tokens"] for r in read_jsonl(out)) <= 5
+    # limit and batch size may change: more problems are added to the same file.
+    assert evaluate(EvalConfig(limit=4, max_new_tokens=5, batch_size=1, out=out),
+                    tiny_model, tokenizer)["n"] == 4
+
+
+def random_prompts(seed, n, vocab, low=2, high=20):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(low, high, (n,), generator=g).tolist()
+    return [torch.randint(3, vocab - 3, (k,), generator=g).tolist() for k in lengths]
+
+
+def test_batched_left_padded_generation_equals_one_by_one(tiny_model, tokenizer):
+    prompts = random_prompts(0, 6, len(tokenizer))
+    eos = [tokenizer.eos_token_id]
+    together = generate_greedy(tiny_model, tokenizer, prompts, 16, eos)
+    alone = [generate_greedy(tiny_model, tokenizer, [p], 16, eos)[0] for p in prompts]
+    assert together == alone
+    assert {reason for _, reason in together} == {"eos", "length"}, "need both endings"
+    for ids, reason in together:
+        assert (ids[-1] in eos) == (reason == "eos") and not set(ids[:-1]) & set(eos)
+        assert reason == "eos" or len(ids) == 16
+
+
+def test_model_generation_defaults_do_not_leak(tiny_model, tokenizer):
+    prompts, eos = random_prompts(1, 3, len(tokenizer)), [tokenizer.eos_token_id]
+    greedy = generate_greedy(tiny_model, tokenizer, prompts, 12, eos)
+    tiny_model.generation_config.do_sample = True
+    tiny_model.generation_config.temperature = 5.0
+    tiny_model.generation_config.repetition_penalty = 3.0
+    assert generate_greedy(tiny_model, tokenizer, prompts, 12, eos) == greedy
+
+
+def test_seeded_sampling_is_reproducible(tiny_model, tokenizer):
+    prompts, eos = random_prompts(2, 2, len(tokenizer)), [tokenizer.eos_token_id]
+
+    def sample(seed):
+        return generate_batch(tiny_model, tokenizer, prompts, 10, eos, do_sample=True,
+                              temperature=3.0, num_return_sequences=3, seed=seed)
+
+    first = sample(0)
+    assert len(first) == 6 and first == sample(0)
+    assert first != sample(1)
+
+
+def save_tiny_model(tmp_path):
+    tokenizer = make_tokenizer()
+    model = make_model(len(tokenizer), seed=4, eos_id=tokenizer.eos_token_id, eos_bias=0.3)
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model, model_dir
+
+
+def test_adapter_is_loaded_and_changes_outputs(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model, model_dir = save_tiny_model(tmp_path)
+    lora = LoraConfig(r=4, lora_alpha=32, init_lora_weights=False,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    get_peft_model(model, lora).save_pretrained(tmp_path / "dasd")
+
+    def run(adapter):
+        name = Path(adapter).name if adapter else "base"
+        config = EvalConfig(model=str(model_dir), adapter=adapter, limit=4, max_new_tokens=10,
+                            device="cpu", out=str(tmp_path / f"{name}.jsonl"))
+        return evaluate(config), read_jsonl(config.out)
+
+    base_summary, base_rows = run(None)
+    lora_summary, lora_rows = run(str(tmp_path / "dasd"))
+    assert base_summary["adapter"] is None and lora_summary["adapter"] == str(tmp_path / "dasd")
+    assert [r["id"] for r in base_rows] == [r["id"] for r in lora_rows]
+    assert [r["response"] for r in base_rows] != [r["response"] for r in lora_rows]
+
+
+def test_default_output_is_named_after_the_adapter():
+    assert EvalConfig().out == "runs/arith/eval-base.jsonl"
+    assert EvalConfig(task="gsm8k", adapter="runs/x/train/dasd/").out == \
+        "runs/gsm8k/eval-dasd.jsonl"
+
+
+@pytest.mark.parametrize("make_dir, message", [(False, "not found"),
+                                               (True, "no adapter_config.json")])
+def test_bad_adapter_path_is_a_one_line_error(tmp_path, make_dir, message):
+    adapter = tmp_path / "adapter"
+    if make_dir:
+        adapter.mkdir()
+    config = EvalConfig(model="no/such-model", adapter=str(adapter), out=str(tmp_path / "e.jsonl"))
+    with pytest.raises(DasdError, match=message) as err:
+        evaluate(config)  # refused before any model is loaded
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("values, message", [({"batch_size": 0}, "batch_size"),
+                                             ({"max_new_tokens": 0}, "max_new_tokens"),
+                                             ({"limit": 0}, "limit"),
+                                             ({"adapter": " "}, "adapter")])
+def test_bad_settings_are_refused(values, message):
+    with pytest.raises(DasdError, match=message):
+        EvalConfig(**values)

@@ -1,0 +1,91 @@
+"""`dasd run` on a tiny local model: every stage runs once, then is reused."""
+
+import json
+
+import pytest
+
+from dasd.cli import main
+from dasd.config import build_config, load_yaml
+from dasd.decoding.generate import GenerateConfig
+from dasd.errors import DasdError
+from dasd.run import RunConfig, run
+
+
+@pytest.fixture
+def model_dir(tmp_path, tiny_model, tokenizer):
+    tiny_model.float().save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    return str(tmp_path / "m")
+
+
+def tiny_run(tmp_path, model_dir, **overrides):
+    values = {
+        "name": "t", "out_dir": str(tmp_path / "run"), "model": model_dir,
+        "methods": [{"name": "sd"}, {"name": "dasd", "tau": 0.3}],
+        "generate": {"limit": 4, "max_new_tokens": 6, "batch_size": 4},
+        # random models never answer correctly: train on every row to exercise the stage
+        "train": {"only_correct": False, "max_steps": 2, "per_device_train_batch_size": 2},
+        "eval": {"limit": 3, "max_new_tokens": 6},
+    }
+    for key, value in overrides.items():
+        values[key] = {**values[key], **value} if isinstance(value, dict) else value
+    return run(build_config(RunConfig, values))
+
+
+def reused(report):
+    return {f"{name}.{stage}": summary.get("reused", False)
+            for name, result in report["methods"].items() for stage, summary in result.items()}
+
+
+def test_runs_every_stage_then_reuses_them(tmp_path, model_dir):
+    first = tiny_run(tmp_path, model_dir)
+    assert set(first["methods"]) == {"origin", "sd", "dasd"}
+    assert not any(reused(first).values())
+    assert first["methods"]["dasd"]["generate"]["settings"]["tau"] == 0.3
+    assert first["methods"]["dasd"]["eval"]["n"] == 3
+    root = tmp_path / "run"
+    for path in ("config.yaml", "results.json", "results.md", "generate/dasd.jsonl",
+                 "train/dasd/adapter_model.safetensors", "eval/dasd.jsonl", "eval/origin.jsonl"):
+        assert (root / path).exists(), path
+    assert "| dasd |" in (root / "results.md").read_text()
+
+    second = tiny_run(tmp_path, model_dir)
+    assert all(reused(second).values())
+    assert json.loads((root / "results.json").read_text())["methods"]["sd"]["eval"]["reused"]
+
+
+def test_a_changed_setting_reruns_its_stage_and_those_after_it(tmp_path, model_dir):
+    tiny_run(tmp_path, model_dir)
+    report = tiny_run(tmp_path, model_dir, eval={"limit": 2})
+    assert reused(report) == {"origin.eval": False, "sd.generate": True, "sd.train": True,
+                              "sd.eval": False, "dasd.generate": True, "dasd.train": True,
+                              "dasd.eval": False}
+    report = tiny_run(tmp_path, model_dir, eval={"limit": 2},
+                      methods=[{"name": "sd"}, {"name": "dasd", "tau": 0.4}])
+    assert reused(report) == {"origin.eval": True, "sd.generate": True, "sd.train": True,
+                              "sd.eval": True, "dasd.generate": False, "dasd.train": False,
+                              "dasd.eval": False}
+
+
+def test_cli_run_takes_a_config_file_and_overrides(tmp_path, model_dir, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: c\nout_dir: {tmp_path / 'cli'}\nmodel: {model_dir}\n"
+                      "methods: [{name: sd}]\ngenerate: {limit: 2, max_new_tokens: 4}\n"
+                      "train: {only_correct: false, max_steps: 1}\n")
+    assert main(["run", str(config), "--eval.limit", "2", "--eval.max-new-tokens", "4"]) == 0
+    report = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert report["methods"]["sd"]["eval"]["n"] == 2
+    assert "sd" in capsys.readouterr().out
+
+
+def test_bad_method_is_refused_before_anything_runs(tmp_path, model_dir):
+    with pytest.raises(DasdError, match="tau must be in"):
+        tiny_run(tmp_path, model_dir, methods=[{"name": "dasd", "tau": 2.0}])
+    with pytest.raises(DasdError, match="unique"):
+        tiny_run(tmp_path, model_dir, methods=[{"name": "sd"}, {"name": "sd"}])
+    assert not (tmp_path / "run").exists()
+
+
+def test_shipped_configs_load():
+    assert build_config(RunConfig, load_yaml("configs/demo.yaml")).methods[1].name == "dasd"
+    assert build_config(GenerateConfig, load_yaml("configs/generate-demo.yaml")).limit == 64
