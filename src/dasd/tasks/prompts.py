@@ -25,7 +25,8 @@ _OWN_WORDS = ("Refer to the reference solution and write your own step-by-step s
 def _template(ending: str) -> PromptTemplate:
     """Default base/reference pair that both end by asking for the answer as `ending`."""
     return PromptTemplate(
-        base=f"{{question}}\n\nSolve the problem step by step. {ending}",
+        # No "solve step by step": it makes small models ramble past the length limit.
+        base=f"{{question}}\n\n{ending}",
         reference=("{question}\n\nReference solution:\n---\n{reference}\n---\n\n"
                    f"{_OWN_WORDS} {ending}"),
     )
