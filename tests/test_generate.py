@@ -5,8 +5,9 @@ import json
 import pytest
 
 import dasd.decoding.generate as generate_module
-from dasd.decoding.generate import GenerateConfig, generate, sidecar
+from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
+from dasd.records import sidecar
 
 FIELDS = {"id", "task", "split", "level", "method", "settings", "question", "reference",
           "gold_answer", "prompt", "ref_prompt", "prompt_ids", "ref_prompt_ids", "completion",

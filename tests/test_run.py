@@ -1,6 +1,7 @@
 """`dasd run` on a tiny local model: every stage runs once, then is reused."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,6 +87,13 @@ def test_bad_method_is_refused_before_anything_runs(tmp_path, model_dir):
     assert not (tmp_path / "run").exists()
 
 
-def test_shipped_configs_load():
-    assert build_config(RunConfig, load_yaml("configs/demo.yaml")).methods[1].name == "dasd"
-    assert build_config(GenerateConfig, load_yaml("configs/generate-demo.yaml")).limit == 64
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    values = load_yaml(path)
+    config_cls = GenerateConfig if "generate-" in path.name else RunConfig
+    config = build_config(config_cls, values)
+    if config_cls is RunConfig:
+        assert [m.name for m in config.methods] == ["sd", "dasd"]

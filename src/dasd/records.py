@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +63,58 @@ def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
         fh.write(payload)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+# Settings that may change between a run and its resumption without changing its rows.
+RESUME_SAFE_KEYS = frozenset({"limit", "batch_size", "overwrite", "device", "out",
+                              "dasd_version", "git_revision"})
+
+
+def sidecar(out: str | Path, kind: str) -> Path:
+    """`runs/x/dasd.jsonl` -> `runs/x/dasd.<kind>`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.{kind}")
+
+
+def open_output(config: Any, out: str | Path) -> set[str]:
+    """Get `out` ready for appending rows of `config`; return the ids it already holds.
+
+    `config.overwrite` starts over. Otherwise the file is resumed, unless it was written
+    with settings that change its rows (then the error names them). The resolved config
+    is written beside the output.
+    """
+    import yaml
+
+    from dasd.config import resolved_config, write_resolved_config
+
+    out = Path(out)
+    if config.overwrite:
+        for path in (out, sidecar(out, "summary.json")):
+            path.unlink(missing_ok=True)
+    previous_path = sidecar(out, "config.yaml")
+    if out.exists() and previous_path.exists():
+        previous = yaml.safe_load(previous_path.read_text()) or {}
+        current = resolved_config(config)
+        changed = sorted(k for k in current.keys() - RESUME_SAFE_KEYS
+                         if previous.get(k) != current[k])
+        if changed:
+            diffs = ", ".join(f"{k}={previous.get(k)!r}->{current[k]!r}" for k in changed)
+            raise DasdError(f"{out} was written with other settings ({diffs}): pass "
+                            "--overwrite to start over or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(config, previous_path)
+    return {row["id"] for row in read_rows_for_resume(out)}
+
+
+def pending_batches(examples: Sequence[Any], done: set[str], batch_size: int) -> list[list[Any]]:
+    """Examples not in `done`, in batches that are fixed slices of the full list, so that a
+    resumed run batches (and pads) each example exactly as an uninterrupted one."""
+    batches = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
+    pending = ([e for e in batch if e.id not in done] for batch in batches)
+    return [batch for batch in pending if batch]
+
+
+def finished_rows(out: str | Path, examples: Sequence[Any]) -> list[dict[str, Any]]:
+    """The rows of `out` that belong to `examples` (a file may hold more, from a larger limit)."""
+    wanted = {e.id for e in examples}
+    return [row for row in read_rows_for_resume(out) if row["id"] in wanted]

@@ -14,22 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dasd.analysis.stats import summarize
-from dasd.config import resolved_config, write_resolved_config
 from dasd.decoding.engine import TokenTrace, decode_pairs
 from dasd.decoding.rules import RULES, build_rule, rule_settings
 from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
-from dasd.records import append_rows, read_rows_for_resume
+from dasd.records import append_rows, finished_rows, open_output, pending_batches, sidecar
 from dasd.tasks import Example, Task, get_task
 from dasd.tasks.prompts import load_prompt_template, render_prompts
 
 log = logging.getLogger(__name__)
-
-# Settings that may change between a run and its resumption without changing its rows.
-RESUME_SAFE_KEYS = {"limit", "batch_size", "overwrite", "device", "out", "dasd_version",
-                    "git_revision"}
-
 
 @dataclass
 class GenerateConfig:
@@ -80,31 +74,9 @@ class GenerateConfig:
         return {"top_k": self.top_k, "tau": self.tau, "fallback": self.fallback}
 
 
-def sidecar(out: str | Path, kind: str) -> Path:
-    """`runs/x/dasd.jsonl` -> `runs/x/dasd.<kind>`."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.{kind}")
-
-
 def encode(tokenizer, text: str) -> list[int]:
     """Chat-formatted prompts already hold their special tokens; plain ones need BOS."""
     return tokenizer(text, add_special_tokens=tokenizer.chat_template is None)["input_ids"]
-
-
-def _check_resumable(config: GenerateConfig, out: Path) -> None:
-    previous_path = sidecar(out, "config.yaml")
-    if not out.exists() or not previous_path.exists():
-        return
-    import yaml
-
-    previous = yaml.safe_load(previous_path.read_text()) or {}
-    current = resolved_config(config)
-    changed = sorted(k for k in current.keys() - RESUME_SAFE_KEYS
-                     if previous.get(k) != current[k])
-    if changed:
-        diffs = ", ".join(f"{k}={previous.get(k)!r}->{current[k]!r}" for k in changed)
-        raise DasdError(f"{out} was written with other settings ({diffs}): pass --overwrite "
-                        "to start over or choose another --out")
 
 
 def _rounded(values: list[float]) -> list[float]:
@@ -148,19 +120,10 @@ def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, An
         raise DasdError(f"task '{config.task}' split '{config.split}' has no examples")
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device)
-    if config.overwrite:
-        for path in (out, sidecar(out, "summary.json")):
-            path.unlink(missing_ok=True)
-    _check_resumable(config, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(config, sidecar(out, "config.yaml"))
-
-    done = {row["id"] for row in read_rows_for_resume(out)}
+    done = open_output(config, out)
     tokens, seconds = _decode_missing(config, task, template, examples, done, rule, model,
                                       tokenizer, out)
-    wanted = {e.id for e in examples}
-    rows = [r for r in read_rows_for_resume(out) if r["id"] in wanted]
-    summary = summarize(rows, config.high_ppl_threshold)
+    summary = summarize(finished_rows(out, examples), config.high_ppl_threshold)
     summary.update(method=config.method, settings=rule_settings(rule), output=str(out),
                    new_tokens=tokens, decode_seconds=seconds,
                    tokens_per_second=tokens / seconds if seconds else None)
@@ -173,11 +136,7 @@ def _decode_missing(config, task, template, examples, done, rule, model, tokeniz
     """Decode the examples not yet in `out`, batch by batch, appending each batch."""
     eos = eos_token_ids(model, tokenizer)
     settings = rule_settings(rule)
-    # Batches are fixed slices of the example list, so a resumed run batches as a fresh one.
-    batches = [examples[i:i + config.batch_size]
-               for i in range(0, len(examples), config.batch_size)]
-    todo = [[e for e in batch if e.id not in done] for batch in batches]
-    todo = [batch for batch in todo if batch]
+    todo = pending_batches(examples, done, config.batch_size)
     total_tokens, start = 0, time.perf_counter()
     with progress_bar(f"{config.method} on {config.task}/{config.split}",
                       total=sum(map(len, todo)), initial=len(examples) - sum(map(len, todo))

@@ -19,12 +19,11 @@ from typing import Any
 
 import torch
 
-from dasd.config import write_resolved_config
-from dasd.decoding.generate import _check_resumable, encode, sidecar
+from dasd.decoding.generate import encode
 from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
-from dasd.records import append_rows, read_rows_for_resume
+from dasd.records import append_rows, finished_rows, open_output, pending_batches, sidecar
 from dasd.tasks import Example, Task, get_task
 from dasd.tasks.prompts import load_prompt_template, render_prompts
 
@@ -201,22 +200,14 @@ def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
     examples = task.load(config.split, path=config.data, limit=config.limit, seed=config.seed)
     if not examples:
         raise DasdError(f"task '{config.task}' split '{config.split}' has no examples")
-    if config.overwrite:
-        for path in (out, sidecar(out, "summary.json")):
-            path.unlink(missing_ok=True)
-    _check_resumable(config, out)
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device)
     if config.adapter is not None:
         model = apply_adapter(model, config.adapter)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(config, sidecar(out, "config.yaml"))
-
-    done = {row["id"] for row in read_rows_for_resume(out)}
+    done = open_output(config, out)
     tokens, seconds = _decode_missing(config, task, template, examples, done, model, tokenizer,
                                       out)
-    wanted = {e.id for e in examples}
-    rows = [r for r in read_rows_for_resume(out) if r["id"] in wanted]
+    rows = finished_rows(out, examples)
     summary = {"task": config.task, "split": config.split, "model": config.model,
                "adapter": config.adapter, **summarize_eval(rows), "new_tokens": tokens,
                "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else None,
@@ -229,10 +220,7 @@ def _decode_missing(config: EvalConfig, task: Task, template, examples: list[Exa
                     done: set[str], model, tokenizer, out: Path) -> tuple[int, float]:
     """Answer the examples not yet in `out`, batch by batch, appending each batch."""
     eos = eos_token_ids(model, tokenizer)
-    # Batches are fixed slices of the example list, so a resumed run batches as a fresh one.
-    batches = [examples[i:i + config.batch_size]
-               for i in range(0, len(examples), config.batch_size)]
-    todo = [batch for batch in ([e for e in b if e.id not in done] for b in batches) if batch]
+    todo = pending_batches(examples, done, config.batch_size)
     remaining = sum(map(len, todo))
     label = f"eval {Path(config.adapter).name if config.adapter else 'base'} on " \
             f"{config.task}/{config.split}"
