@@ -19,7 +19,9 @@ from dasd.config import add_config_arguments, config_from_args
 from dasd.errors import DasdError
 from dasd.progress import console
 
-results = Console()  # summaries and tables go to stdout; progress and logs to stderr
+# Summaries and tables go to stdout (wide enough for the results table when piped);
+# progress and logs to stderr.
+results = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _quiet_libraries() -> None:
@@ -69,7 +71,7 @@ def print_eval_summary(summary: dict[str, Any]) -> None:
 
 
 def print_run_results(report: dict[str, Any]) -> None:
-    from dasd.run import results_rows
+    from dasd.run import TABLE_LEGEND, results_rows
 
     header, rows = results_rows(report)
     table = Table(title=f"{report['name']}: {report['model']} on {report['task']} "
@@ -79,6 +81,7 @@ def print_run_results(report: dict[str, Any]) -> None:
     for row in rows:
         table.add_row(*row)
     results.print(table)
+    results.print(TABLE_LEGEND, style="dim")
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:

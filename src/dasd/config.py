@@ -13,6 +13,7 @@ import difflib
 import subprocess
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -203,3 +204,37 @@ def write_resolved_config(config: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(resolved_config(config), sort_keys=False))
+
+
+@dataclass
+class DecodeStageConfig:
+    """Settings shared by the stages that decode a task split: `generate` and `eval`."""
+
+    model: str = field(default="smollm2-135m", metadata={
+        "help": "hub id, local model directory, .gguf file, or the embedded 'smollm2-135m'"})
+    dtype: str = field(default="auto", metadata={
+        "help": "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
+    task: str = field(default="arith", metadata={"help": "task name: arith, gsm8k, math"})
+    split: str = field(default="train", metadata={"help": "data split"})
+    data: str | None = field(default=None, metadata={
+        "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
+    limit: int | None = field(default=None, metadata={"help": "use the first N examples"})
+    seed: int = field(default=0, metadata={"help": "seed of generated tasks (arith)"})
+    max_new_tokens: int = field(default=256, metadata={
+        "help": "response length limit; capped responses are counted in the summary"})
+    batch_size: int = field(default=16, metadata={"help": "examples decoded together"})
+    prompts: str | None = field(default=None, metadata={
+        "help": "YAML file with base/reference (and system) prompt templates"})
+    chat_template_kwargs: dict = field(default_factory=dict, metadata={
+        "help": "extra chat-template arguments, e.g. '{enable_thinking: false}'"})
+    out: str | None = field(default=None, metadata={"help": "output JSONL"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "start over instead of resuming an existing output"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise DasdError(f"limit must be >= 1; got {self.limit}")

@@ -186,20 +186,25 @@ def _levels(report: dict[str, Any]) -> list[str]:
     return sorted(levels, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
 
 
+TABLE_LEGEND = ("Accuracy on the held-out split (number of problems in parentheses), overall "
+                "and per difficulty level (L1..); kept/total: correctly answered generated "
+                "samples used for training; high-PPL %: share of those training tokens with "
+                "base-model perplexity > 2.5; stage wall times in seconds.")
+
+
 def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The results table as header + rows of strings (shared by terminal and Markdown)."""
     levels = _levels(report)
-    header = (["method", "accuracy"] + [f"L{lvl}" for lvl in levels]
-              + ["kept / total", "high-PPL % (train data)", "generate s", "train s", "eval s",
-                 "train tok/s"])
+    header = (["method", "accuracy (n)"] + [f"L{lvl}" for lvl in levels]
+              + ["kept/total", "high-PPL %", "gen s", "train s", "eval s", "train tok/s"])
     rows = []
     for name, result in report["methods"].items():
         gen, tr, ev = result.get("generate"), result.get("train"), result.get("eval")
         acc = [f"{ev['accuracy']:.3f} ({ev['n']})"] if ev else ["-"]
-        per_level = [f"{ev['per_level'][lvl]['accuracy']:.2f} ({ev['per_level'][lvl]['n']})"
+        per_level = [f"{ev['per_level'][lvl]['accuracy']:.2f}"
                      if ev and lvl in ev["per_level"] else "-" for lvl in levels]
         rows.append([name, *acc, *per_level,
-                     f"{gen['kept']} / {gen['samples']}" if gen else "-",
+                     f"{gen['kept']}/{gen['samples']}" if gen else "-",
                      f"{gen['high_ppl_percent_kept']:.2f}" if gen else "-",
                      _seconds(gen), _seconds(tr), _seconds(ev),
                      f"{tr['tokens_per_second']:.1f}" if tr and tr.get("tokens_per_second")
@@ -219,7 +224,5 @@ def results_markdown(report: dict[str, Any]) -> str:
     lines = [f"# {report['name']}: {report['model']} on {report['task']}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", f"Total wall time: {report['total_seconds']:.0f} s. Accuracy is on the "
-              "held-out split (number of problems in parentheses); high-PPL % is the share of "
-              "training tokens with base-model perplexity > 2.5."]
+    lines += ["", f"Total wall time: {report['total_seconds']:.0f} s. " + TABLE_LEGEND]
     return "\n".join(lines) + "\n"

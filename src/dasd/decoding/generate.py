@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dasd.analysis.stats import summarize
+from dasd.config import DecodeStageConfig
 from dasd.decoding.engine import TokenTrace, decode_pairs
 from dasd.decoding.rules import RULES, build_rule, rule_settings
 from dasd.errors import DasdError
@@ -26,18 +27,8 @@ from dasd.tasks.prompts import load_prompt_template, render_prompts
 log = logging.getLogger(__name__)
 
 @dataclass
-class GenerateConfig:
-    model: str = field(default="smollm2-135m", metadata={
-        "help": "hub id, local model directory, .gguf file, or the embedded 'smollm2-135m'"})
-    dtype: str = field(default="auto", metadata={
-        "help": "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
-    task: str = field(default="arith", metadata={"help": "task name: arith, gsm8k, math"})
+class GenerateConfig(DecodeStageConfig):
     split: str = field(default="train", metadata={"help": "data split to generate on"})
-    data: str | None = field(default=None, metadata={
-        "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
-    limit: int | None = field(default=None, metadata={"help": "use the first N examples"})
-    seed: int = field(default=0, metadata={"help": "seed of generated tasks (arith)"})
     method: str = field(default="dasd", metadata={
         "help": f"decoding method: {', '.join(RULES)}"})
     top_k: int = field(default=6, metadata={"help": "DASD: reference candidates K (paper: 6)"})
@@ -45,25 +36,13 @@ class GenerateConfig:
         "help": "DASD: base-probability threshold in (0, 1] (paper: 0.2)"})
     fallback: Literal["ref", "base"] = field(default="ref", metadata={
         "help": "DASD: token when no candidate passes: reference or base top-1 (paper: ref)"})
-    max_new_tokens: int = field(default=256, metadata={"help": "response length limit"})
-    batch_size: int = field(default=16, metadata={"help": "examples decoded together"})
-    prompts: str | None = field(default=None, metadata={
-        "help": "YAML file with base/reference (and system) prompt templates"})
-    chat_template_kwargs: dict = field(default_factory=dict, metadata={
-        "help": "extra chat-template arguments, e.g. '{enable_thinking: false}'"})
     high_ppl_threshold: float = field(default=2.5, metadata={
         "help": "a token is high-PPL when exp(-log p_base) exceeds this (paper: 2.5)"})
     out: str | None = field(default=None, metadata={
         "help": "output JSONL (default: runs/<task>/<method>.jsonl)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "start over instead of resuming an existing output"})
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.limit is not None and self.limit < 1:
-            raise DasdError(f"limit must be >= 1; got {self.limit}")
+        super().__post_init__()
         if self.high_ppl_threshold <= 1:
             raise DasdError(f"high_ppl_threshold must be > 1; got {self.high_ppl_threshold}")
         if self.out is None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from dasd.config import DecodeStageConfig
 from dasd.decoding.generate import encode
 from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
@@ -31,38 +32,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvalConfig:
-    model: str = field(default="smollm2-135m", metadata={
-        "help": "hub id, local model directory, .gguf file, or the embedded 'smollm2-135m'"})
+class EvalConfig(DecodeStageConfig):
+    split: str = field(default="test", metadata={"help": "data split to evaluate on"})
     adapter: str | None = field(default=None, metadata={
         "help": "directory of a PEFT LoRA adapter saved by `dasd train` (merged before decoding)"})
-    dtype: str = field(default="auto", metadata={
-        "help": "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
-    task: str = field(default="arith", metadata={"help": "task name: arith, gsm8k, math"})
-    split: str = field(default="test", metadata={"help": "data split to evaluate on"})
-    data: str | None = field(default=None, metadata={
-        "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
-    limit: int | None = field(default=None, metadata={"help": "use the first N examples"})
-    seed: int = field(default=0, metadata={"help": "seed of generated tasks (arith)"})
-    batch_size: int = field(default=16, metadata={"help": "problems decoded together"})
-    max_new_tokens: int = field(default=256, metadata={
-        "help": "response length limit; capped responses are counted in the summary"})
-    prompts: str | None = field(default=None, metadata={
-        "help": "YAML prompt templates (base/reference/system); evaluation uses the base one"})
-    chat_template_kwargs: dict = field(default_factory=dict, metadata={
-        "help": "extra chat-template arguments, e.g. '{enable_thinking: false}'"})
     out: str | None = field(default=None, metadata={
         "help": "output JSONL (default: runs/<task>/eval-<adapter dir name, or 'base'>.jsonl)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "start over instead of resuming an existing output"})
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.limit is not None and self.limit < 1:
-            raise DasdError(f"limit must be >= 1; got {self.limit}")
+        super().__post_init__()
         if self.adapter is not None and not str(self.adapter).strip():
             raise DasdError("adapter is empty: give an adapter directory or leave it unset")
         if self.out is None:

@@ -168,6 +168,7 @@ def sft_args(config: TrainConfig, device: torch.device):
         activation_checkpointing=config.gradient_checkpointing,  # TRL's default is on
         max_length=config.max_length, completion_only_loss=True, packing=False,
         report_to="none", save_strategy="no",
+        disable_tqdm=False,  # a progress bar with rate and ETA even when logging is quiet
     )
 
 
