@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,17 @@ from dasd.tasks.gsm8k import GSM8KTask, parse_solution
 from dasd.tasks.math import MathTask, parse_level
 from dasd.tasks.prompts import check_template, load_prompt_template, render_prompts
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+def _shared_data() -> Path:
+    """Real benchmark rows for checks: $DASD_SHARED_DATA, else ../shared/data beside the
+    checkout, else the workspace's /work/shared/data (a fresh clone may live elsewhere)."""
+    candidates = [os.environ.get("DASD_SHARED_DATA"),
+                  Path(__file__).resolve().parents[2] / "shared" / "data", "/work/shared/data"]
+    found = [Path(c) for c in candidates if c and Path(c).is_dir()]
+    return found[0] if found else Path(candidates[1])
+
+
+DATA = _shared_data()
 GSM8K_TRAIN = DATA / "gsm8k" / "train.jsonl"
 MATH_TRAIN = DATA / "math" / "train.jsonl"
 
