@@ -46,7 +46,8 @@ def test_runs_every_stage_then_reuses_them(tmp_path, model_dir):
     assert first["methods"]["dasd"]["eval"]["n"] == 3
     root = tmp_path / "run"
     for path in ("config.yaml", "results.json", "results.md", "generate/dasd.jsonl",
-                 "train/dasd/adapter_model.safetensors", "eval/dasd.jsonl", "eval/origin.jsonl"):
+                 "train/dasd/adapter_model.safetensors", "eval/dasd.jsonl", "eval/origin.jsonl",
+                 "analysis/report.html", "analysis/high_ppl.csv", "analysis/accuracy.csv"):
         assert (root / path).exists(), path
     assert "| dasd |" in (root / "results.md").read_text()
 

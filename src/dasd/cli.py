@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -82,6 +83,8 @@ def print_run_results(report: dict[str, Any]) -> None:
         table.add_row(*row)
     results.print(table)
     results.print(TABLE_LEGEND, style="dim")
+    if report.get("analysis"):
+        results.print(f"analysis report: {report['analysis']}")
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -108,6 +111,38 @@ def _cmd_run(args: argparse.Namespace) -> None:
     print_run_results(run(config_from_args(RunConfig, args)))
 
 
+def _cmd_analyze(args: argparse.Namespace) -> None:
+    from dasd.analysis import AnalyzeConfig, analyze
+
+    report = analyze(config_from_args(AnalyzeConfig, args))
+    for note in report["notes"]:
+        results.print(f"note: {note}", style="dim")
+    results.print(f"report: {report['report']}  (figures, CSVs and analysis.json in "
+                  f"{report['out']})")
+
+
+@dataclass
+class ShowConfig:
+    path: str | None = field(default=None, metadata={
+        "help": "a generated JSONL, or a run folder (shows the example for every method)"})
+    id: str | None = field(default=None, metadata={
+        "help": "example id, or its number (17 matches arith-train-00017)"})
+    color_by: Literal["category", "p_base"] = field(default="category", metadata={
+        "help": "colour tokens by DASD category or by base-model probability"})
+
+    def __post_init__(self) -> None:
+        if not self.path or self.id is None:
+            raise DasdError("give a JSONL file or run folder and --id, e.g. "
+                            "`dasd show runs/demo/generate/dasd.jsonl --id 17`")
+
+
+def _cmd_show(args: argparse.Namespace) -> None:
+    from dasd.analysis import show
+
+    config = config_from_args(ShowConfig, args)
+    show(config.path, config.id, config.color_by, console=results)
+
+
 def _config_cls(module: str, name: str) -> Callable[[], type]:
     def load() -> type:
         return getattr(importlib.import_module(module), name)
@@ -123,7 +158,15 @@ COMMANDS: dict[str, tuple[str, Callable[[], type], Callable[[argparse.Namespace]
              _config_cls("dasd.evaluation.evaluate", "EvalConfig"), _cmd_eval),
     "run": ("the whole comparison from one YAML: generate, train, evaluate, results table",
             _config_cls("dasd.run", "RunConfig"), _cmd_run),
+    "analyze": ("the paper's analyses of generated data: figures, CSVs, report.html",
+                _config_cls("dasd.analysis", "AnalyzeConfig"), _cmd_analyze),
+    "show": ("one generated example, token by token, coloured in the terminal",
+             lambda: ShowConfig, _cmd_show),
 }
+
+# Commands whose first argument may be given without a flag: (metavar, config field).
+POSITIONAL = {"run": ("CONFIG.yaml", "config"), "analyze": ("PATH", "path"),
+              "show": ("PATH", "path")}
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -134,9 +177,11 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, config_cls, handler) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        if name == "run":
-            command.add_argument("config_file", metavar="CONFIG.yaml", nargs="?",
-                                 help="experiment config (flags override its values)")
+        if name in POSITIONAL:
+            metavar, dest = POSITIONAL[name]
+            command.add_argument("positional", metavar=metavar, nargs="?",
+                                 help=f"same as --{dest}")
+            command.set_defaults(positional_dest=dest)
         add_config_arguments(command, config_cls())
         command.set_defaults(handler=handler)
     return parser
@@ -144,8 +189,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    if getattr(args, "config_file", None):
-        args.config = args.config_file
+    if getattr(args, "positional", None) is not None:
+        setattr(args, args.positional_dest, args.positional)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s", handlers=[RichHandler(console=console,
                                                                      show_path=False)])

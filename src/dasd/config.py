@@ -150,7 +150,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for key, f, tp in _leaf_fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f.metadata.get("help", "")
-        flags = sorted({f"--{key}", f"--{key.replace('_', '-')}"}, key=len)
+        flags = list(dict.fromkeys([f"--{key.replace('_', '-')}", f"--{key}"]))
         is_flag = _unwrap_optional(tp)[0] is bool  # `--overwrite` alone means true
         parser.add_argument(*flags, dest=key, default=argparse.SUPPRESS,
                             nargs="?" if is_flag else None, const=True if is_flag else None,

@@ -62,6 +62,8 @@ class RunConfig:
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16, float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
     origin: bool = field(default=True, metadata={"help": "also evaluate the untrained model"})
+    analyze: bool = field(default=True, metadata={
+        "help": "end with `dasd analyze` of the run folder (figures, report.html)"})
     methods: list[MethodSpec] = field(
         default_factory=lambda: [MethodSpec("sd"), MethodSpec("dasd")],
         metadata={"help": "methods to compare, e.g. 'sd,dasd' or a YAML list of mappings"})
@@ -177,6 +179,11 @@ def run(config: RunConfig) -> dict[str, Any]:
               "total_seconds": time.perf_counter() - start, "methods": results}
     (root / "results.json").write_text(json.dumps(report, indent=2, default=str))
     (root / "results.md").write_text(results_markdown(report))
+    if config.analyze:
+        from dasd.analysis import AnalyzeConfig, analyze
+
+        report["analysis"] = analyze(AnalyzeConfig(path=str(root)))["report"]
+        log.info("analysis report: %s", report["analysis"])
     return report
 
 

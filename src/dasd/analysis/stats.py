@@ -49,3 +49,29 @@ def summarize(rows: Sequence[dict[str, Any]], threshold: float = 2.5) -> dict[st
         "high_ppl_percent": high_ppl_ratio(rows, threshold),
         "high_ppl_percent_kept": high_ppl_ratio(kept, threshold),
     }
+
+
+# Per-token quantities of the analyses. A recorded p_base of 0 (float underflow) is read as
+# P_FLOOR so that logs stay finite; such a token is high-PPL under any threshold.
+P_FLOOR = 1e-30
+
+
+def neg_log(p: float) -> float:
+    """-log p in nats, with p floored at P_FLOOR."""
+    return -math.log(max(p, P_FLOOR))
+
+
+def perplexity(p_values: Sequence[float]) -> float:
+    """exp(mean -log p) over a run of tokens (a segment's base-model perplexity)."""
+    if not p_values:
+        raise ValueError("perplexity of an empty segment")
+    return math.exp(sum(neg_log(p) for p in p_values) / len(p_values))
+
+
+def phi(p_base: Sequence[float], base_entropy: Sequence[float]) -> list[float]:
+    """Distribution fit of each token under the base model: log p_base(token) + H(p_base).
+
+    Positive: the token is more likely than the base distribution's typical token
+    (probability above exp(-H)); negative: less likely (Hint-decoding paper's phi_t).
+    """
+    return [-neg_log(p) + h for p, h in zip(p_base, base_entropy, strict=True)]

@@ -1,0 +1,281 @@
+"""One figure per analysis, drawn from its table and nothing else.
+
+Each method keeps its colour, hatch, marker and line style in every figure (`method_style`);
+hatches, markers and line styles keep the figures readable in grayscale. Every drawn value
+carries a `gid` naming its table row ("method|level[|series]"), so tests can read the
+numbers back from the figure and compare them with the CSV. Figures are built with
+`matplotlib.figure.Figure` (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from dasd.analysis.tables import (
+    ALIGNMENT_STATS,
+    ALL,
+    Table,
+    level_sort_key,
+)
+from dasd.decoding.rules.common import CATEGORY_NAMES
+
+
+@dataclass(frozen=True)
+class Style:
+    color: str
+    hatch: str
+    marker: str
+    linestyle: str
+
+
+# Okabe-Ito colour-blind-safe colours, one per method of the toolkit.
+METHOD_STYLES = {  # also the order of methods in figures and tables: baselines first
+    "origin": Style("#999999", "xx", "D", "-."),
+    "base": Style("#555555", "..", "s", ":"),
+    "sd": Style("#E69F00", "//", "^", "--"),
+    "hint": Style("#009E73", "\\\\", "v", (0, (5, 1, 1, 1))),
+    "mask_ppl": Style("#D55E00", "++", "P", (0, (3, 1))),
+    "profit": Style("#CC79A7", "oo", "X", (0, (1, 1))),
+    "opsd": Style("#56B4E9", "--", "*", (0, (5, 2, 1, 2))),
+    "pw_opsd": Style("#8C564B", "||", "h", (0, (2, 2))),
+    "direction": Style("#7F3C8D", "**", "<", (0, (4, 1, 1, 1, 1, 1))),
+    "dasd": Style("#0072B2", "", "o", "-"),
+}
+_EXTRA = [Style(c, h, m, ls) for c, h, m, ls in [
+    ("#1B9E77", "\\\\\\", ">", "--"), ("#E7298A", "///", "p", ":"),
+    ("#66A61E", "xxx", "d", "-."), ("#A6761D", "...", "8", "-"),
+    ("#E6AB02", "+++", "H", "--"), ("#666666", "ooo", "1", ":")]]
+
+CATEGORY_COLORS = {"consistent": "#CFE8CF", "reserved": "#F6C85F",
+                   "base-selected": "#9B59B6", "hard": "#C0392B"}
+CATEGORY_HATCHES = {"consistent": "", "reserved": "..", "base-selected": "xx", "hard": "//"}
+BUCKET_COLORS = ["#C7E9C0", "#FDAE6B", "#A50F15"]
+BUCKET_HATCHES = ["", "..", "//"]
+
+
+def method_style(method: str) -> Style:
+    """The fixed style of a method name (unknown names: a stable pick by name hash)."""
+    if method in METHOD_STYLES:
+        return METHOD_STYLES[method]
+    return _EXTRA[zlib.crc32(method.encode()) % len(_EXTRA)]
+
+
+def method_sort_key(method: str) -> tuple[int, str]:
+    """Known methods in `METHOD_STYLES` order, then other names alphabetically."""
+    order = list(METHOD_STYLES)
+    return (order.index(method) if method in order else len(order), method)
+
+
+def _methods(table: Table) -> list[str]:
+    return list(dict.fromkeys(r["method"] for r in table))
+
+
+def _levels(table: Table, with_all: bool = True) -> list[str]:
+    levels = sorted({r["level"] for r in table}, key=level_sort_key)
+    return levels if with_all else [k for k in levels if k != ALL]
+
+
+def _level_label(level: str) -> str:
+    return "all levels" if level == ALL else f"level {level}" if level[:1].isdigit() else level
+
+
+def _value(table: Table, column: str, **match) -> float | None:
+    for row in table:
+        if all(row[k] == v for k, v in match.items()):
+            return row[column]
+    return None
+
+
+def save_figure(fig: Figure, out_dir: Path, name: str) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"png": out_dir / f"{name}.png", "pdf": out_dir / f"{name}.pdf"}
+    fig.savefig(paths["png"], dpi=150, metadata={"Software": None})
+    fig.savefig(paths["pdf"], metadata={"CreationDate": None})
+    return paths
+
+
+def _grouped_bars(ax, table: Table, column: str, levels: list[str], labels: dict[str, str]):
+    methods = _methods(table)
+    width = 0.8 / max(len(methods), 1)
+    for i, method in enumerate(methods):
+        style = method_style(method)
+        for j, level in enumerate(levels):
+            value = _value(table, column, method=method, level=level)
+            if value is None:
+                continue
+            x = j - 0.4 + width * (i + 0.5)
+            (bar,) = ax.bar(x, value, width, color=style.color, hatch=style.hatch,
+                            edgecolor="black", linewidth=0.6,
+                            label=labels.get(method, method) if j == 0 else None)
+            bar.set_gid(f"{method}|{level}")
+            ax.annotate(f"{value:.1f}", (x, value), ha="center", va="bottom", fontsize=7,
+                        xytext=(0, 1), textcoords="offset points")
+    ax.set_xticks(range(len(levels)), [_level_label(k) for k in levels])
+
+
+def plot_high_ppl(table: Table, gaps: Table, threshold: float, subset: str) -> Figure:
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.subplots()
+    labels = {}
+    for g in gaps:
+        gap = g["gap_percent"]
+        labels[g["method"]] = (f"{g['method']} (L{g['easy_level']}->L{g['hard_level']} gap "
+                               f"{gap:+.0f}%)" if gap is not None else g["method"])
+    _grouped_bars(ax, table, "high_ppl_percent", _levels(table), labels)
+    ax.set_title(f"High-PPL tokens (base-model PPL > {threshold:g}) by difficulty, "
+                 f"{subset}")
+    ax.set_xlabel("difficulty level")
+    ax.set_ylabel("high-PPL tokens (% of response tokens)")
+    ax.set_ylim(0, max([r["high_ppl_percent"] or 0 for r in table] + [1]) * 1.18)
+    ax.legend(title="method (relative easy-to-hard gap)", fontsize=8, title_fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _stacked_panels(table: Table, series_column: str, series: Sequence[str],
+                    colors: Sequence[str], hatches: Sequence[str], title: str, ylabel: str,
+                    legend_title: str, count: tuple[str, str]) -> tuple[Figure, list]:
+    """One panel per method; per level a bar stacking the series' percentages. `count` =
+    (column, unit) of the number printed under each level, e.g. ("samples", "samples")."""
+    methods = _methods(table)
+    levels = _levels(table)
+    fig = Figure(figsize=(max(0.75 * len(levels) * len(methods) + 2.5, 7), 4.4),
+                 layout="constrained")
+    axes = fig.subplots(1, max(len(methods), 1), sharey=True, squeeze=False)[0]
+    for ax, method in zip(axes, methods, strict=False):
+        bottoms = [0.0] * len(levels)
+        for name, color, hatch in zip(series, colors, hatches, strict=True):
+            for j, level in enumerate(levels):
+                value = _value(table, "percent", method=method, level=level,
+                               **{series_column: name})
+                if value is None:
+                    continue
+                (bar,) = ax.bar(j, value, 0.7, bottom=bottoms[j], color=color, hatch=hatch,
+                                edgecolor="black", linewidth=0.6)
+                bar.set_gid(f"{method}|{level}|{name}")
+                bottoms[j] += value
+        ticks = [f"{_level_label(k)}\n{_value(table, count[0], method=method, level=k) or 0}"
+                 f" {count[1]}" for k in levels]
+        ax.set_xticks(range(len(levels)), ticks, fontsize=8)
+        ax.set_title(method, color=method_style(method).color, fontweight="bold")
+        ax.set_xlabel("difficulty level")
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel(ylabel)
+    handles = [Patch(facecolor=c, hatch=h, edgecolor="black", label=n)
+               for n, c, h in zip(series, colors, hatches, strict=True)]
+    fig.legend(handles=handles, title=legend_title, loc="outside right center", fontsize=8,
+               title_fontsize=8)
+    fig.suptitle(title)
+    return fig, list(axes)
+
+
+def plot_segments(table: Table, buckets: Sequence[str], segmentation: str,
+                  subset: str) -> Figure:
+    fig, _ = _stacked_panels(table, "bucket", buckets, BUCKET_COLORS, BUCKET_HATCHES,
+                             f"Segment-level base-model PPL by difficulty ({segmentation}; "
+                             f"{subset})", "segments (% of the level's segments)",
+                             "segment PPL", ("total_segments", "segm."))
+    return fig
+
+
+def plot_categories(table: Table) -> Figure:
+    fig, axes = _stacked_panels(table, "category", CATEGORY_NAMES,
+                                [CATEGORY_COLORS[c] for c in CATEGORY_NAMES],
+                                [CATEGORY_HATCHES[c] for c in CATEGORY_NAMES],
+                                "DASD token categories by difficulty (correctly answered "
+                                "samples)", "tokens (% of response tokens)", "category",
+                                ("samples", "correct"))
+    for ax, method in zip(axes, _methods(table), strict=False):
+        share = {c: _value(table, "percent", method=method, level=ALL, category=c)
+                 for c in (*CATEGORY_NAMES, "filtered")}
+        if share["consistent"] is None:
+            ax.text(0.5, 0.5, "no correctly answered samples", ha="center",
+                    transform=ax.transAxes)
+            continue
+        ax.text(0.02, 0.03, f"all levels: consistent {share['consistent']:.2f}%\n"
+                f"reserved {share['reserved']:.2f}%, filtered {share['filtered']:.2f}%\n"
+                f"(base-selected {share['base-selected']:.2f}%, hard {share['hard']:.2f}%)",
+                transform=ax.transAxes, fontsize=7, va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})
+    return fig
+
+
+def _lines(ax, table: Table, column: str, levels: list[str], method: str, gid: str,
+           label: str | None) -> None:
+    style = method_style(method)
+    xs, ys = [], []
+    for j, level in enumerate(levels):
+        value = _value(table, column, method=method, level=level)
+        if value is not None:
+            xs.append(j)
+            ys.append(value)
+    (line,) = ax.plot(xs, ys, color=style.color, marker=style.marker,
+                      linestyle=style.linestyle, label=label, markeredgecolor="black",
+                      markeredgewidth=0.5)
+    line.set_gid(gid)
+
+
+def plot_alignment(table: Table, subset: str) -> Figure:
+    stats = list(ALIGNMENT_STATS)
+    levels = _levels(table, with_all=False)
+    fig = Figure(figsize=(3.3 * len(stats), 3.9), layout="constrained")
+    axes = fig.subplots(1, len(stats), sharey=False)
+    for k, (ax, stat) in enumerate(zip(axes, stats, strict=True)):
+        part = [r for r in table if r["statistic"] == stat]
+        for method in _methods(part):
+            _lines(ax, part, "percent", levels, method, f"{method}|{stat}",
+                   method if k == 0 else None)
+        ax.set_xticks(range(len(levels)), [_level_label(x) for x in levels], rotation=30)
+        ax.set_title(stat, fontsize=10)
+        ax.set_xlabel("difficulty level")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("% of decoding steps")
+    fig.legend(loc="outside right center", title="method", fontsize=8, title_fontsize=8)
+    fig.suptitle(f"Alignment of base and reference next-token rankings by difficulty "
+                 f"({subset})")
+    return fig
+
+
+def plot_accuracy(table: Table) -> Figure:
+    levels = _levels(table, with_all=False)
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for method in _methods(table):
+        overall = _value(table, "accuracy_percent", method=method, level=ALL)
+        _lines(ax, table, "accuracy_percent", levels, method, method,
+               f"{method} (all levels {overall:.1f}%)")
+    ax.set_xticks(range(len(levels)), [_level_label(x) for x in levels])
+    ax.set_title("Held-out accuracy by difficulty level")
+    ax.set_xlabel("difficulty level of the test problem")
+    ax.set_ylabel("accuracy (% of problems)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(title="model (training data)", fontsize=8, title_fontsize=8)
+    return fig
+
+
+def plot_phi(table: Table, subset: str) -> Figure:
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for method in _methods(table):
+        rows = [r for r in table if r["method"] == method]
+        style = method_style(method)
+        edges = [rows[0]["bin_left"], *[r["bin_right"] for r in rows]]
+        values = [r["percent"] or 0.0 for r in rows]
+        step = ax.stairs(values, edges, label=method, color=style.color,
+                         linestyle=style.linestyle, linewidth=1.8)
+        step.set_gid(method)
+    ax.set_yscale("log")  # the tails (poorly fitting tokens) are where methods differ
+    ax.axvline(0, color="black", linewidth=0.8, linestyle=":")
+    ax.set_title(f"Distribution fit phi = log p_base(token) + H(p_base) ({subset})")
+    ax.set_xlabel("phi (nats); > 0: more likely than the base model's typical token")
+    ax.set_ylabel("tokens (% of the method's tokens, log scale)")
+    ax.legend(title="method", fontsize=8, title_fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig

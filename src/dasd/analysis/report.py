@@ -1,0 +1,304 @@
+"""`dasd analyze`: the paper's analyses of generated data, as figures, CSVs and one HTML page.
+
+Reads every generated JSONL under a run folder (or one JSONL), computes the tables of
+`tables.py`, draws them with `plots.py`, and writes to the report folder:
+`<analysis>.png/.pdf` per figure, `<table>.csv` per table, `analysis.json` (every table,
+the settings and notes) and `report.html` (self-contained: figures inlined as PNG, no
+external scripts or styles) with a token-by-token browser of the examples.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dasd import __version__
+from dasd.analysis import plots, tables
+from dasd.analysis.data import (
+    GeneratedFile,
+    find_generated,
+    load_eval_summaries,
+    load_generated,
+    load_tokenizer_offline,
+    token_texts,
+)
+from dasd.analysis.report_html import render_report
+from dasd.analysis.tokens import hover, p_base_band, token_records
+from dasd.errors import DasdError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AnalyzeConfig:
+    path: str | None = field(default=None, metadata={
+        "help": "run folder (every generated JSONL inside it) or one generated JSONL"})
+    out: str | None = field(default=None, metadata={
+        "help": "report folder (default: <run folder>/analysis, or <file>.analysis/)"})
+    high_ppl_threshold: float = field(default=2.5, metadata={
+        "help": "a token is high-PPL when exp(-log p_base) exceeds this (paper: 2.5)"})
+    only_correct: bool = field(default=False, metadata={
+        "help": "high-PPL, segment, alignment and phi analyses on correctly answered samples "
+                "only (the training data); token categories always use only those"})
+    segment: Literal["auto", "line", "window"] = field(default="auto", metadata={
+        "help": "segments for segment-level PPL: lines (needs the tokenizer), fixed token "
+                "windows, or auto (lines when the tokenizer loads offline)"})
+    segment_window: int = field(default=16, metadata={
+        "help": "tokens per segment when segmenting by windows"})
+    segment_ppl_edges: list[float] = field(default_factory=lambda: [1.5, 3.0], metadata={
+        "help": "segment PPL buckets: low <= first, mid <= second, ultra-high above"})
+    phi_bins: int = field(default=40, metadata={"help": "histogram bins of phi"})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "model whose tokenizer turns token ids into text (default: the 'model' in "
+                "the config beside each JSONL); 'none' shows ids"})
+    browse_limit: int = field(default=200, metadata={
+        "help": "examples per method in the report's token browser"})
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise DasdError("give a run folder or generated JSONL to analyze, e.g. "
+                            "`dasd analyze runs/demo`")
+        if self.high_ppl_threshold <= 1:
+            raise DasdError(f"high_ppl_threshold must be > 1; got {self.high_ppl_threshold}")
+        edges = self.segment_ppl_edges
+        if len(edges) != 2 or not 1 <= edges[0] < edges[1]:
+            raise DasdError(f"segment_ppl_edges must be two increasing values >= 1; got {edges}")
+        for name in ("segment_window", "phi_bins", "browse_limit"):
+            if getattr(self, name) < 1:
+                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
+
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        path = Path(self.path)
+        return path / "analysis" if path.is_dir() else path.with_name(f"{path.stem}.analysis")
+
+
+@dataclass
+class Section:
+    """One analysis in the report: its figure (if drawn), tables and explanation."""
+
+    key: str
+    title: str
+    about: str
+    tables: dict[str, tables.Table]
+    figure: Path | None = None
+    note: str | None = None
+
+
+def write_csv(path: Path, table: tables.Table) -> None:
+    """Numbers as Python writes them (repr), so they read back to the same floats."""
+    columns = list(dict.fromkeys(k for row in table for k in row))
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in table)
+
+
+def _texts(files: list[GeneratedFile], config: AnalyzeConfig) -> dict[int, list[str]] | None:
+    """Token texts of every row (keyed by id(row)); None when a tokenizer is missing."""
+    texts: dict[int, list[str]] = {}
+    for f in files:
+        tokenizer = load_tokenizer_offline(config.tokenizer or f.model)
+        if tokenizer is None:
+            return None
+        for row in f.rows:
+            texts[id(row)] = token_texts(tokenizer, row["completion_ids"])
+    return texts
+
+
+def _segmenter(config: AnalyzeConfig, texts: dict[int, list[str]] | None
+               ) -> tuple[tables.Segmenter, str]:
+    mode = config.segment
+    if mode == "auto":
+        mode = "line" if texts is not None else "window"
+    if mode == "line":
+        if texts is None:
+            raise DasdError("segment=line needs token text but the tokenizer is not available "
+                            "offline: pass --tokenizer MODEL or use --segment window")
+        return (lambda row: tables.line_segments(texts[id(row)])), "segments = lines"
+    size = config.segment_window
+    return ((lambda row: tables.window_segments(len(row["completion_ids"]), size)),
+            f"segments = windows of {size} tokens")
+
+
+def _with_keys(files: list[GeneratedFile], keys: set[str], rows_of) -> tuple[dict, list[str]]:
+    runs = {f.label: rows_of(f) for f in files if keys <= f.token_keys}
+    missing = [f.label for f in files if not keys <= f.token_keys]
+    return runs, missing
+
+
+def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path, out: Path,
+                   segmenter: tables.Segmenter, segmentation: str) -> list[Section]:
+    """Compute every table (pure functions) and say what each one means."""
+    subset = "correctly answered samples" if config.only_correct else "all samples"
+
+    def rows_of(f: GeneratedFile) -> list[dict[str, Any]]:
+        return [r for r in f.rows if r.get("correct")] if config.only_correct else f.rows
+
+    runs = {f.label: rows_of(f) for f in files}
+    threshold = config.high_ppl_threshold
+    high = tables.high_ppl_table(runs, threshold)
+    sections = [Section(
+        "high_ppl", "1. High-PPL tokens by difficulty",
+        f"Share of response tokens whose base-model perplexity exp(-log p_base) exceeds "
+        f"{threshold:g} ({subset}). Easy-to-hard gap = relative increase from the easiest to "
+        "the hardest level present, 100 * (r_hard - r_easy) / r_easy. Paper (MATH): plain SD "
+        "10.59% vs DASD 4.09%; gap 43% vs 7%.",
+        {"high_ppl": high, "high_ppl_gap": tables.high_ppl_gap(high)})]
+    edges = config.segment_ppl_edges
+    sections.append(Section(
+        "segment_ppl", "2. Segment-level PPL by difficulty",
+        f"{segmentation.capitalize()} (a line ends at a token whose text contains a newline; "
+        "blank lines join the line before). Segment PPL = exp(mean -log p_base over its "
+        f"tokens); buckets low <= {edges[0]:g} < mid <= {edges[1]:g} < ultra-high ({subset}).",
+        {"segment_ppl": tables.segment_ppl_table(runs, segmenter, edges)}))
+    align_runs, missing = _with_keys(files, {"base_top3_ref_rank"}, rows_of)
+    sections.append(Section(
+        "alignment", "3. Alignment statistics by difficulty",
+        "At every decoding step, the reference ranks of the base model's top-3 tokens: top-1 "
+        "agreement (base top-1 is reference top-1), base top-1 within reference top-3/6, and "
+        "all three base top-3 tokens within reference top-3/6. The paper measures them along "
+        "reference-decoded sequences (the sd rows); other methods along their own. Paper: "
+        f"top-1 agreement 93.11% (level 1) to 90.79% (level 5). {subset.capitalize()}.",
+        {"alignment": tables.alignment_table(align_runs)},
+        note=f"no base_top3_ref_rank recorded for: {', '.join(missing)}" if missing else None))
+    sections.append(Section(
+        "categories", "4. DASD token categories",
+        "Share of response tokens per category, on correctly answered samples: consistent "
+        "(reference top-1 = base top-1), reserved (a reference candidate passed tau), filtered "
+        "(no candidate passed; base-selected or hard = forced reference top-1). Paper "
+        "(Llama-3.2-3B, MATH): 92.54 / 5.25 / 2.21%.",
+        {"categories": tables.category_table({f.label: f.rows for f in files})}))
+    found = load_eval_summaries(root, exclude=out) if root.is_dir() else {}
+    summaries = {k: found[k] for k in sorted(found, key=plots.method_sort_key)}
+    sections.append(Section(
+        "accuracy", "5. Accuracy by difficulty",
+        "Held-out accuracy per difficulty level of each evaluated model (origin = untrained; "
+        "others trained on the named method's data), from eval/*.summary.json of `dasd run`.",
+        {"accuracy": tables.accuracy_table(summaries)},
+        note=None if summaries else f"no evaluation results (eval/*.summary.json) under {root}; "
+        "run `dasd run` to get accuracy by difficulty"))
+    phi_runs, missing = _with_keys(files, {"base_entropy"}, rows_of)
+    sections.append(Section(
+        "phi", "6. Distribution fit phi",
+        "phi = log p_base(token) + H(p_base) in nats, per token: above 0 the token is more "
+        "likely than the base model's typical token (probability > exp(-H)). Histogram on "
+        f"shared bins, as % of each method's tokens ({subset}).",
+        {"phi_hist": tables.phi_table(phi_runs, config.phi_bins),
+         "phi_summary": tables.phi_summary(phi_runs)},
+        note=f"no base_entropy recorded for: {', '.join(missing)}" if missing else None))
+    return sections
+
+
+def draw(section: Section, config: AnalyzeConfig, segmentation: str):
+    """The figure of a section, or None when its table is empty."""
+    subset = "correct samples" if config.only_correct else "all samples"
+    main = next(iter(section.tables.values()))
+    if not main:
+        return None
+    if section.key == "high_ppl":
+        return plots.plot_high_ppl(main, section.tables["high_ppl_gap"],
+                                   config.high_ppl_threshold, subset)
+    if section.key == "segment_ppl":
+        return plots.plot_segments(main, tables.segment_buckets(config.segment_ppl_edges),
+                                   segmentation, subset)
+    if section.key == "alignment":
+        return plots.plot_alignment(main, subset)
+    if section.key == "categories":
+        return plots.plot_categories(main)
+    if section.key == "accuracy":
+        return plots.plot_accuracy(main)
+    return plots.plot_phi(main, subset)
+
+
+def browser_data(files: list[GeneratedFile], texts: dict[int, list[str]] | None,
+                 limit: int) -> dict[str, Any]:
+    """What the token browser shows: per method, up to `limit` examples with their tokens
+    (text, category, p_base band, hover text), reference and base-only answer."""
+    base_answers = {r["id"]: r.get("completion", "") for f in files for r in f.rows
+                    if r.get("method") == "base"}
+    examples = {}
+    for f in files:
+        examples[f.label] = []
+        for row in f.rows[:limit]:
+            shown = texts[id(row)] if texts else token_texts(None, row["completion_ids"])
+            tokens = token_records(row, shown)
+            examples[f.label].append({
+                "id": row["id"], "level": tables.level_key(row.get("level")),
+                "correct": bool(row.get("correct")), "question": row.get("question", ""),
+                "reference": row.get("reference", ""), "gold": str(row.get("gold_answer")),
+                "extracted": str(row.get("extracted_answer")),
+                "base": base_answers.get(row["id"]),
+                "t": [[t["text"], t["category"], p_base_band(t["p_base"]), hover(t)]
+                      for t in tokens]})
+    return {"methods": list(examples), "examples": examples}
+
+
+def method_summary(sections: list[Section], files: list[GeneratedFile]) -> list[dict[str, Any]]:
+    """The key numbers per method (all levels), for the terminal and the report's top."""
+    t = {name: table for s in sections for name, table in s.tables.items()}
+
+    def pick(table: str, column: str, method: str, **match) -> Any:
+        return next((r[column] for r in t[table] if r["method"] == method and
+                     all(r[k] == v for k, v in match.items())), None)
+
+    out = []
+    for f in files:
+        m = f.label
+        out.append({
+            "method": m, "samples": len(f.rows), "correct": sum(bool(r.get("correct"))
+                                                                 for r in f.rows),
+            "high_ppl_percent": pick("high_ppl", "high_ppl_percent", m, level=tables.ALL),
+            "gap_percent": pick("high_ppl_gap", "gap_percent", m),
+            "top1_agreement_percent": pick("alignment", "percent", m, level=tables.ALL,
+                                           statistic="top-1 agreement"),
+            **{f"{c}_percent": pick("categories", "percent", m, level=tables.ALL, category=c)
+               for c in ("consistent", "reserved", "filtered")},
+            "phi_mean": pick("phi_summary", "mean", m)})
+    return out
+
+
+def analyze(config: AnalyzeConfig) -> dict[str, Any]:
+    """Run every analysis; write figures, CSVs, analysis.json and report.html; return the
+    key numbers, the notes and where everything went."""
+    root, out = Path(config.path), config.out_dir()
+    files = load_generated(find_generated(root, exclude=out))
+    if not files:
+        raise DasdError(f"every generated JSONL under {root} is empty")
+    files.sort(key=lambda f: plots.method_sort_key(f.label))
+    out.mkdir(parents=True, exist_ok=True)
+    texts = _texts(files, config) if config.tokenizer != "none" else None
+    segmenter, segmentation = _segmenter(config, texts)
+    sections = build_sections(files, config, root, out, segmenter, segmentation)
+    for section in sections:
+        for name, table in section.tables.items():
+            write_csv(out / f"{name}.csv", table)
+        fig = draw(section, config, segmentation)
+        if fig is not None:
+            section.figure = plots.save_figure(fig, out, section.key)["png"]
+    notes = [s.note for s in sections if s.note]
+    if texts is None:
+        notes.append("token text unavailable (tokenizer not found offline): the browser "
+                     "shows token ids")
+    summary = method_summary(sections, files)
+    inputs = [{"path": str(f.path), "method": f.label, "rows": len(f.rows), "model": f.model}
+              for f in files]
+    result = {"dasd_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                    time.gmtime()),
+              "path": str(root), "out": str(out), "settings": vars(config).copy(),
+              "inputs": inputs, "segmentation": segmentation, "notes": notes,
+              "summary": summary, "tables": {n: t for s in sections for n, t in s.tables.items()}}
+    (out / "analysis.json").write_text(json.dumps(result, indent=1))
+    page = render_report(result, sections, browser_data(files, texts, config.browse_limit))
+    (out / "report.html").write_text(page, encoding="utf-8")
+    log.info("analysis of %d file(s) written to %s", len(files), out)
+    result["report"] = str(out / "report.html")
+    result["figures"] = [str(s.figure) for s in sections if s.figure]
+    return result
+
