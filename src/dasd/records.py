@@ -20,16 +20,18 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DasdError(f"file not found: {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return _parse_lines(lines, path, "is not valid JSON ({}); fix or remove that line")
+
+
+def _parse_lines(lines: list[str], path: Path, problem: str) -> list[dict[str, Any]]:
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise DasdError(f"{path}:{number} is not valid JSON ({err.msg}); "
-                                "fix or remove that line") from err
+                raise DasdError(f"{path}:{number} " + problem.format(err.msg)) from err
     return rows
 
 
@@ -43,15 +45,8 @@ def read_rows_for_resume(path: str | Path) -> list[dict[str, Any]]:
     if len(complete) != len(data):
         with path.open("r+b") as fh:
             fh.truncate(len(complete))
-    rows = []
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DasdError(f"{path}:{number} is corrupt ({err.msg}); delete the file or "
-                                "rerun with --overwrite") from err
-    return rows
+    return _parse_lines(complete.decode("utf-8").splitlines(), path,
+                        "is corrupt ({}); delete the file or rerun with --overwrite")
 
 
 def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:

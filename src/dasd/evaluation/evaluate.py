@@ -25,8 +25,8 @@ from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
 from dasd.records import append_rows, finished_rows, open_output, pending_batches, sidecar
-from dasd.tasks import Example, Task, get_task
-from dasd.tasks.prompts import load_prompt_template, render_prompts
+from dasd.tasks import Example, Task, load_split
+from dasd.tasks.prompts import render_prompts
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +173,7 @@ def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
     out = Path(config.out)
     if config.adapter is not None:
         check_adapter_dir(config.adapter)
-    task = get_task(config.task)
-    template = load_prompt_template(config.prompts) if config.prompts else task.prompts
-    examples = task.load(config.split, path=config.data, limit=config.limit, seed=config.seed)
-    if not examples:
-        raise DasdError(f"task '{config.task}' split '{config.split}' has no examples")
+    task, template, examples = load_split(config)
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device)
     if config.adapter is not None:

@@ -22,4 +22,18 @@ def get_task(name: str) -> Task:
     raise DasdError(f"unknown task '{name}': choose one of {', '.join(TASKS)}{suggestion}")
 
 
-__all__ = ["TASKS", "AnswerCheck", "Example", "PromptTemplate", "Task", "get_task"]
+def load_split(config) -> tuple[Task, PromptTemplate, list[Example]]:
+    """The task, prompt template and examples a decoding stage config asks for
+    (`task`, `prompts`, `split`, `data`, `limit`, `seed`); an empty split is an error."""
+    from dasd.tasks.prompts import load_prompt_template
+
+    task = get_task(config.task)
+    template = load_prompt_template(config.prompts) if config.prompts else task.prompts
+    examples = task.load(config.split, path=config.data, limit=config.limit, seed=config.seed)
+    if not examples:
+        raise DasdError(f"task '{config.task}' split '{config.split}' has no examples")
+    return task, template, examples
+
+
+__all__ = ["TASKS", "AnswerCheck", "Example", "PromptTemplate", "Task", "get_task",
+           "load_split"]
