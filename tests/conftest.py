@@ -48,6 +48,15 @@ def make_model(vocab_size: int, seed: int = 0, eos_id: int | None = None, eos_bi
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread, and do not stall on a busy shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tokenizer() -> PreTrainedTokenizerFast:
     return make_tokenizer()
 

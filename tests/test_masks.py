@@ -17,14 +17,7 @@ from dasd.training.masks import add_mask_ppl, mask_ppl_file, ppl_mask, teacher_f
 from dasd.training.references import reference_rows, write_reference_rows
 from tests.conftest import make_model, make_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not stall on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def generated(tmp_path, model, tokenizer, method: str, limit: int = 6) -> list[dict]:

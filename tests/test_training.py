@@ -17,13 +17,7 @@ from tests.conftest import make_model, make_tokenizer
 PATTERN = "ab" * 6  # a completion the tiny model can learn in a few dozen steps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread, and do not stall on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def encode(tokenizer, text: str) -> list[int]:
