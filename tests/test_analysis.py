@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 from matplotlib.patches import Rectangle, StepPatch
@@ -13,7 +14,7 @@ from rich.console import Console
 from dasd.analysis import AnalyzeConfig, analyze, show
 from dasd.analysis import tables as T
 from dasd.analysis.data import token_texts
-from dasd.analysis.plots import METHOD_STYLES, method_style
+from dasd.analysis.plots import METHOD_STYLES, method_style, plot_training_levels
 from dasd.analysis.report import build_sections, draw
 from dasd.analysis.stats import P_FLOOR, perplexity, phi
 from dasd.errors import DasdError
@@ -214,6 +215,9 @@ def test_figures_draw_exactly_the_csv_numbers(analyzed):
     checked = 0
     for section in sections:
         name = next(iter(section.tables))
+        if not section.tables[name]:  # nothing to draw (no figure, checked above)
+            assert draw(section, config, segmentation) is None
+            continue
         csv_rows = read_csv(out / f"{name}.csv")
         fig = draw(section, config, segmentation)
         drawn = fig.findobj(lambda a: a.get_gid() is not None)
@@ -350,3 +354,32 @@ def test_bad_rows_and_unknown_example_are_one_line_errors(tmp_path):
         show(good, "1", color_by="rainbow")
     with pytest.raises(DasdError, match="segment=line"):
         analyze(AnalyzeConfig(path=str(good), tokenizer="none", segment="line"))
+
+
+def test_accuracy_vs_training_level_table_and_figure(tmp_path):
+    import yaml
+
+    root = tmp_path / "run"
+    (root / "eval").mkdir(parents=True)
+    (root / "generate").mkdir()
+    accuracy = {("sd", 1): 0.5, ("sd", 3): 0.25, ("dasd", 1): 0.75, ("dasd", 3): 0.5}
+    for (method, level), acc in accuracy.items():
+        name = f"{method}-L{level}"
+        write_jsonl(root / "generate" / f"{name}.jsonl",
+                    [row(i, level, [0.9, 0.3], method=method) for i in range(2)])
+        (root / "generate" / f"{name}.config.yaml").write_text(
+            yaml.safe_dump({"method": method, "levels": [level]}))
+        (root / "eval" / f"{name}.summary.json").write_text(json.dumps(
+            {"n": 4, "correct": int(4 * acc), "accuracy": acc,
+             "per_level": {"1": {"n": 4, "correct": int(4 * acc), "accuracy": acc}}}))
+    result = analyze(AnalyzeConfig(path=str(root), tokenizer="none"))
+    out = Path(result["out"])
+    with open(out / "training_level.csv") as fh:
+        table = list(csv.DictReader(fh))
+    got = {(r["method"], int(r["train_level"])): float(r["accuracy"]) for r in table}
+    assert got == accuracy
+    assert (out / "training_level.png").is_file()
+    fig = plot_training_levels(
+        [{**r, "accuracy_percent": float(r["accuracy_percent"])} for r in table])
+    drawn = {line.get_gid(): list(line.get_ydata()) for line in fig.axes[0].get_lines()}
+    assert drawn == {"dasd": [75.0, 50.0], "sd": [50.0, 25.0]}

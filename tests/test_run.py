@@ -1,5 +1,6 @@
 """`dasd run` on a tiny local model: every stage runs once, then is reused."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -97,4 +98,25 @@ def test_every_shipped_config_loads(path):
     config_cls = GenerateConfig if "generate-" in path.name else RunConfig
     config = build_config(config_cls, values)
     if config_cls is RunConfig:
-        assert [m.name for m in config.methods] == ["sd", "dasd"]
+        assert {m.overrides()["method"] for m in config.methods} == {"sd", "dasd"}
+
+
+def test_methods_can_train_on_one_difficulty_level():
+    config = build_config(RunConfig, {"methods": [{"name": "dasd-L2", "method": "dasd",
+                                                   "levels": [2]}]})
+    generate_config = config.generate_config(config.methods[0])
+    assert generate_config.levels == [2] and generate_config.method == "dasd"
+    from dasd.tasks import load_split
+    _, _, examples = load_split(dataclasses.replace(generate_config, limit=5))
+    assert len(examples) == 5 and {e.level for e in examples} == {2}
+
+
+def test_per_level_runs_feed_the_training_difficulty_analysis(tmp_path, model_dir):
+    methods = [{"name": f"sd-L{k}", "method": "sd", "levels": [k]} for k in (1, 2)]
+    tiny_run(tmp_path, model_dir, methods=methods)
+    root = tmp_path / "run"
+    rows = (root / "generate" / "sd-L2.jsonl").read_text().splitlines()
+    levels = {json.loads(line)["level"] for line in rows}
+    assert levels == {2}
+    table = (root / "analysis" / "training_level.csv").read_text().splitlines()
+    assert len(table) == 3 and table[1].startswith("sd,1,sd-L1")

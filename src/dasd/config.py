@@ -220,6 +220,8 @@ class DecodeStageConfig:
     data: str | None = field(default=None, metadata={
         "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
     limit: int | None = field(default=None, metadata={"help": "use the first N examples"})
+    levels: list[int] | None = field(default=None, metadata={
+        "help": "only examples at these difficulty levels, e.g. 1 or 4,5 (before --limit)"})
     seed: int = field(default=0, metadata={"help": "seed of generated tasks (arith)"})
     max_new_tokens: int = field(default=256, metadata={
         "help": "response length limit; capped responses are counted in the summary"})
@@ -238,3 +240,5 @@ class DecodeStageConfig:
                 raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise DasdError(f"limit must be >= 1; got {self.limit}")
+        if self.levels is not None and not self.levels:
+            raise DasdError("levels is empty: give difficulty levels (e.g. 1,2) or leave it unset")

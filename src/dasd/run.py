@@ -40,6 +40,8 @@ class MethodSpec:
     top_k: int | None = None
     tau: float | None = None
     fallback: Literal["ref", "base"] | None = None
+    levels: list[int] | None = field(default=None, metadata={
+        "help": "train on these difficulty levels only (the paper's Figures 1 and 6)"})
 
     @classmethod
     def from_string(cls, text: str) -> MethodSpec:
@@ -47,7 +49,7 @@ class MethodSpec:
 
     def overrides(self) -> dict[str, Any]:
         values = {"method": self.method or self.name, "top_k": self.top_k, "tau": self.tau,
-                  "fallback": self.fallback}
+                  "fallback": self.fallback, "levels": self.levels}
         return {k: v for k, v in values.items() if v is not None}
 
 

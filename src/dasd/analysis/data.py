@@ -129,6 +129,22 @@ def load_generated(paths: list[Path]) -> list[GeneratedFile]:
     return files
 
 
+def load_training_levels(root: Path) -> dict[str, tuple[str, list[int] | None]]:
+    """(decoding method, training levels) of every model of a `dasd run` folder, from
+    `generate/<name>.config.yaml` (the data each model was trained on)."""
+    import yaml
+
+    found = {}
+    for path in sorted((root / "generate").glob("*.config.yaml")) if root.is_dir() else []:
+        try:
+            config = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        found[path.name.removesuffix(".config.yaml")] = (config.get("method"),
+                                                          config.get("levels"))
+    return found
+
+
 def load_eval_summaries(root: Path, exclude: Path | None = None) -> dict[str, dict[str, Any]]:
     """Per-level accuracy of every evaluated model under a run folder, by name
     (`eval/<name>.summary.json` as written by `dasd eval` / `dasd run`)."""

@@ -260,6 +260,29 @@ def plot_accuracy(table: Table) -> Figure:
     return fig
 
 
+def plot_training_levels(table: Table) -> Figure:
+    """Accuracy vs the difficulty level of the training data, one line per method."""
+    levels = sorted({r["train_level"] for r in table}, key=level_sort_key)
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for method in _methods(table):
+        style = method_style(method)
+        points = [(levels.index(r["train_level"]), r["accuracy_percent"])
+                  for r in table if r["method"] == method]
+        (line,) = ax.plot(*zip(*points, strict=True), color=style.color, marker=style.marker,
+                          linestyle=style.linestyle, label=method, markeredgecolor="black",
+                          markeredgewidth=0.5)
+        line.set_gid(method)
+    ax.set_xticks(range(len(levels)), [_level_label(x) for x in levels])
+    ax.set_title("Held-out accuracy vs difficulty of the training data")
+    ax.set_xlabel("difficulty level of the training problems")
+    ax.set_ylabel("accuracy on all test levels (% of problems)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(title="training data from", fontsize=8, title_fontsize=8)
+    return fig
+
+
 def plot_phi(table: Table, subset: str) -> Figure:
     fig = Figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.subplots()

@@ -25,6 +25,7 @@ from dasd.analysis.data import (
     load_eval_summaries,
     load_generated,
     load_tokenizer_offline,
+    load_training_levels,
     token_texts,
 )
 from dasd.analysis.report_html import render_report
@@ -184,6 +185,15 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
         {"accuracy": tables.accuracy_table(summaries)},
         note=None if summaries else f"no evaluation results (eval/*.summary.json) under {root}; "
         "run `dasd run` to get accuracy by difficulty"))
+    by_training = tables.training_level_table(summaries, load_training_levels(root))
+    sections.append(Section(
+        "training_level", "5b. Accuracy vs training difficulty",
+        "Held-out accuracy (all test levels) of models trained on data of one difficulty "
+        "level, per decoding method (the paper's Figures 1 and 6): give each method in "
+        "`dasd run` a `levels: [k]` to train per level.",
+        {"training_level": by_training},
+        note=None if by_training else "no model trained on a single level (methods with "
+        "`levels: [k]` in `dasd run`): accuracy vs training difficulty skipped"))
     phi_runs, missing = _with_keys(files, {"base_entropy"}, rows_of)
     sections.append(Section(
         "phi", "6. Distribution fit phi",
@@ -214,6 +224,8 @@ def draw(section: Section, config: AnalyzeConfig, segmentation: str):
         return plots.plot_categories(main)
     if section.key == "accuracy":
         return plots.plot_accuracy(main)
+    if section.key == "training_level":
+        return plots.plot_training_levels(main)
     return plots.plot_phi(main, subset)
 
 

@@ -218,6 +218,25 @@ def accuracy_table(summaries: Mapping[str, dict[str, Any]]) -> Table:
     return table
 
 
+def training_level_table(summaries: Mapping[str, dict[str, Any]],
+                         trained_on: Mapping[str, tuple[str, list[int] | None]]) -> Table:
+    """Held-out accuracy (all test levels) of every model trained on a single difficulty
+    level, by decoding method and training level (the paper's Figures 1 and 6).
+
+    `trained_on[name] = (method, levels)` comes from the generate config of each model.
+    """
+    table = []
+    for name, summary in summaries.items():
+        method, levels = trained_on.get(name, (None, None))
+        if method is None or not levels or len(levels) != 1:
+            continue
+        table.append({"method": method, "train_level": str(levels[0]), "model": name,
+                      "n": summary.get("n"), "correct": summary.get("correct"),
+                      "accuracy": summary["accuracy"],
+                      "accuracy_percent": 100.0 * summary["accuracy"]})
+    return sorted(table, key=lambda r: (r["method"], level_sort_key(r["train_level"])))
+
+
 # 6. phi = log p_base + H(p_base) -----------------------------------------------------------
 
 def phi_values(rows: Rows) -> list[float]:

@@ -24,14 +24,21 @@ def get_task(name: str) -> Task:
 
 def load_split(config) -> tuple[Task, PromptTemplate, list[Example]]:
     """The task, prompt template and examples a decoding stage config asks for
-    (`task`, `prompts`, `split`, `data`, `limit`, `seed`); an empty split is an error."""
+    (`task`, `prompts`, `split`, `data`, `levels`, `limit`, `seed`); an empty selection is
+    an error. With `levels`, the first `limit` examples at those levels are taken from the
+    whole split (for `arith`: from its default pool of 500 problems, 100 per level)."""
     from dasd.tasks.prompts import load_prompt_template
 
     task = get_task(config.task)
     template = load_prompt_template(config.prompts) if config.prompts else task.prompts
-    examples = task.load(config.split, path=config.data, limit=config.limit, seed=config.seed)
+    levels = getattr(config, "levels", None)
+    examples = task.load(config.split, path=config.data, seed=config.seed,
+                         limit=None if levels else config.limit)
+    if levels:
+        examples = [e for e in examples if e.level in set(levels)][: config.limit]
     if not examples:
-        raise DasdError(f"task '{config.task}' split '{config.split}' has no examples")
+        at = f" at levels {levels}" if levels else ""
+        raise DasdError(f"task '{config.task}' split '{config.split}' has no examples{at}")
     return task, template, examples
 
 
