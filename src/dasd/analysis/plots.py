@@ -250,37 +250,35 @@ def plot_accuracy(table: Table) -> Figure:
         overall = _value(table, "accuracy_percent", method=method, level=ALL)
         _lines(ax, table, "accuracy_percent", levels, method, method,
                f"{method} (all levels {overall:.1f}%)")
-    ax.set_xticks(range(len(levels)), [_level_label(x) for x in levels])
-    ax.set_title("Held-out accuracy by difficulty level")
-    ax.set_xlabel("difficulty level of the test problem")
-    ax.set_ylabel("accuracy (% of problems)")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(title="model (training data)", fontsize=8, title_fontsize=8)
+    _accuracy_axes(ax, levels, "Held-out accuracy by difficulty level",
+                   "difficulty level of the test problem", "accuracy (% of problems)",
+                   "model (training data)")
     return fig
 
 
 def plot_training_levels(table: Table) -> Figure:
     """Accuracy vs the difficulty level of the training data, one line per method."""
-    levels = sorted({r["train_level"] for r in table}, key=level_sort_key)
+    by_level = [{**r, "level": r["train_level"]} for r in table]
+    levels = _levels(by_level, with_all=False)
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
-    for method in _methods(table):
-        style = method_style(method)
-        points = [(levels.index(r["train_level"]), r["accuracy_percent"])
-                  for r in table if r["method"] == method]
-        (line,) = ax.plot(*zip(*points, strict=True), color=style.color, marker=style.marker,
-                          linestyle=style.linestyle, label=method, markeredgecolor="black",
-                          markeredgewidth=0.5)
-        line.set_gid(method)
+    for method in _methods(by_level):
+        _lines(ax, by_level, "accuracy_percent", levels, method, method, method)
+    _accuracy_axes(ax, levels, "Held-out accuracy vs difficulty of the training data",
+                   "difficulty level of the training problems",
+                   "accuracy on all test levels (% of problems)", "training data from")
+    return fig
+
+
+def _accuracy_axes(ax, levels: list[str], title: str, xlabel: str, ylabel: str,
+                   legend_title: str) -> None:
     ax.set_xticks(range(len(levels)), [_level_label(x) for x in levels])
-    ax.set_title("Held-out accuracy vs difficulty of the training data")
-    ax.set_xlabel("difficulty level of the training problems")
-    ax.set_ylabel("accuracy on all test levels (% of problems)")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(title="training data from", fontsize=8, title_fontsize=8)
-    return fig
+    ax.legend(title=legend_title, fontsize=8, title_fontsize=8)
 
 
 def plot_phi(table: Table, subset: str) -> Figure:
