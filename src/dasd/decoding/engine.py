@@ -60,7 +60,8 @@ def step_statistics(ref_logprobs: torch.Tensor, base_logprobs: torch.Tensor,
     return torch.cat(columns, dim=-1).double().cpu()
 
 
-def _record(trace: TokenTrace, token: int, category: int, stats: list[float]) -> None:
+def record_step(trace: TokenTrace, token: int, category: int, stats: list[float]) -> None:
+    """Append one step (a row of `step_statistics`) to an example's trace."""
     trace.token_ids.append(token)
     trace.categories.append(category)
     trace.p_base.append(stats[0])
@@ -113,7 +114,7 @@ def decode_pairs(model, ref_prompts: Sequence[Sequence[int]], base_prompts: Sequ
         stats = step_statistics(ref_lp, base_lp, selection.tokens).tolist()
         tokens, categories = selection.tokens.tolist(), selection.categories.tolist()
         for i, example in enumerate(active.tolist()):
-            _record(traces[example], tokens[i], categories[i], stats[i])
+            record_step(traces[example], tokens[i], categories[i], stats[i])
         if on_step:
             on_step(len(active))
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from dasd.decoding.engine import FINISH_EOS, TokenTrace, _record, step_statistics
+from dasd.decoding.engine import FINISH_EOS, TokenTrace, record_step, step_statistics
 from dasd.decoding.rules import SelectionRule
 
 
@@ -30,7 +30,7 @@ def naive_decode(model, ref_prompt: Sequence[int], base_prompt: Sequence[int],
         selection = rule.select(ref_lp, base_lp)
         stats = step_statistics(ref_lp, base_lp, selection.tokens).tolist()[0]
         token = int(selection.tokens[0])
-        _record(trace, token, int(selection.categories[0]), stats)
+        record_step(trace, token, int(selection.categories[0]), stats)
         if token in eos_ids:
             trace.finish_reason = FINISH_EOS
             break
