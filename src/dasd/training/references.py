@@ -22,11 +22,32 @@ from dasd.tasks.prompts import render_prompts
 METHOD = "reference"
 
 
-def reference_row(config: Any, example: Example, prompt: str, tokenizer) -> dict[str, Any]:
-    """One row: base prompt -> golden reference + EOS, correct by definition."""
+def reference_completion_ids(tokenizer, reference: str) -> list[int]:
+    """The reference solution's token ids as it stands, plus EOS (what the model must learn
+    to stop on)."""
     if tokenizer.eos_token_id is None:
         raise DasdError("the tokenizer has no EOS token: reference rows need one to end on")
-    completion_ids = tokenizer(example.reference, add_special_tokens=False)["input_ids"]
+    return [*tokenizer(reference, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+
+
+def replace_with_reference(row: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """A generated row's problem with its original reference as the completion (the
+    keep-reference policy of Yang et al. 2024). Decoding statistics no longer apply, so
+    `tokens` and any `loss_mask` are dropped; `replaced_method` keeps the origin."""
+    if not str(row.get("reference") or "").strip():
+        raise DasdError(f"row {row.get('id')!r} has no reference text to fall back on: "
+                        "use rejected=drop, or rows written by `dasd generate`")
+    kept = {k: v for k, v in row.items() if k not in ("tokens", "loss_mask", "mask_ppl")}
+    return {**kept, "method": METHOD, "replaced_method": row.get("method"),
+            "completion": row["reference"],
+            "completion_ids": reference_completion_ids(tokenizer, row["reference"]),
+            "finish_reason": "eos", "extracted_answer": row.get("gold_answer"),
+            "answer_how": METHOD, "correct": True}
+
+
+def reference_row(config: Any, example: Example, prompt: str, tokenizer) -> dict[str, Any]:
+    """One row: base prompt -> golden reference + EOS, correct by definition."""
+    completion_ids = reference_completion_ids(tokenizer, example.reference)
     return {
         "id": example.id, "task": config.task, "split": config.split, "level": example.level,
         "method": METHOD, "settings": {},
@@ -34,7 +55,7 @@ def reference_row(config: Any, example: Example, prompt: str, tokenizer) -> dict
         "gold_answer": example.answer,
         "prompt": prompt, "prompt_ids": encode(tokenizer, prompt),
         "completion": example.reference,
-        "completion_ids": [*completion_ids, tokenizer.eos_token_id],
+        "completion_ids": completion_ids,
         "finish_reason": "eos",
         "extracted_answer": example.answer, "answer_how": METHOD, "correct": True,
     }

@@ -19,16 +19,22 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from dasd.config import write_resolved_config
 from dasd.errors import DasdError
 from dasd.models import load_model, pick_device
-from dasd.training.data import RowStats, build_dataset
+from dasd.training.data import RowStats, build_dataset, check_rows_left
+from dasd.training.filters import REJECTED_POLICIES, RowFilter
+from dasd.training.masks import MASKS, TOKEN_LOSSES
+from dasd.training.masks.mask_ppl import SOURCES, add_mask_ppl
+from dasd.training.masks.profit import check_threshold
+from dasd.training.references import replace_with_reference
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,25 @@ class TrainConfig:
         "help": "train only on rows whose answer is correct (the DASD recipe)"})
     drop_length_capped: bool = field(default=False, metadata={
         "help": "also drop rows that hit the generation length cap"})
+    reject_mentions: bool = field(default=False, metadata={
+        "help": "also reject rows that mention the reference ('reference answer', 'your "
+                "response', ...; the filter of Yang et al. 2024)"})
+    rejected: Literal["drop", "reference"] = field(default="drop", metadata={
+        "help": "rejected rows: drop them (DASD recipe) or train on the problem's original "
+                "reference instead (Yang et al. 2024's self-distillation)"})
+    mask: Literal["none", "mask_ppl"] = field(default="none", metadata={
+        "help": "offline loss mask: mask_ppl drops tokens whose perplexity under the frozen "
+                "base model exceeds mask_ppl_threshold (Wu et al., NeurIPS 2025)"})
+    mask_ppl_threshold: float = field(default=2.5, metadata={
+        "help": "Mask-PPL: drop tokens with exp(-log p_base) above this (paper: 2.5)"})
+    mask_source: Literal["auto", "recorded", "recompute"] = field(default="auto", metadata={
+        "help": "Mask-PPL: p_base recorded at generation, or recomputed by a teacher-forced "
+                "forward of the frozen model (auto: recorded when every row has it)"})
+    loss: Literal["nll", "profit"] = field(default="nll", metadata={
+        "help": "per-token loss: nll (cross-entropy), or profit (drop tokens whose current "
+                "probability is below profit_threshold; arXiv 2601.09195)"})
+    profit_threshold: float = field(default=0.1, metadata={
+        "help": "ProFit: tokens with current-model p(gold) below this leave the loss (0.1)"})
     learning_rate: float = field(default=2e-5, metadata={
         "help": "peak learning rate (paper: 2e-5)"})
     warmup_ratio: float = field(default=0.2, metadata={
@@ -101,6 +126,16 @@ class TrainConfig:
             raise DasdError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
         if not self.lora_target_modules.strip(" ,"):
             raise DasdError("lora_target_modules is empty: use 'all-linear' or module names")
+        choices = {"rejected": REJECTED_POLICIES, "mask": MASKS, "loss": tuple(TOKEN_LOSSES),
+                   "mask_source": SOURCES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise DasdError(f"{name} must be one of {', '.join(allowed)}; "
+                                f"got {getattr(self, name)!r}")
+        if not self.mask_ppl_threshold > 1:
+            raise DasdError(f"mask_ppl_threshold must be > 1 (a perplexity; paper: 2.5); "
+                            f"got {self.mask_ppl_threshold}")
+        check_threshold(self.profit_threshold)
         if self.dtype not in DTYPES:
             raise DasdError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
         if self.out is None and self.data:
@@ -120,6 +155,10 @@ class TrainConfig:
         if (Path(self.out) / ADAPTER_FILE).exists() and not self.overwrite:
             raise DasdError(f"{self.out} already holds a trained adapter: pass --overwrite "
                             "or choose another --out")
+
+    def row_filter(self) -> RowFilter:
+        return RowFilter(self.only_correct, self.drop_length_capped, self.reject_mentions,
+                         rejected=self.rejected)
 
     def target_modules(self) -> str | list[str]:
         if self.lora_target_modules.strip() == "all-linear":
@@ -177,19 +216,43 @@ def _sft_trainer_cls():
     from trl import SFTTrainer
 
     class DasdSFTTrainer(SFTTrainer):
-        """SFTTrainer that also counts the tokens it trained on (all, and those with a label)."""
+        """SFTTrainer that counts the tokens it trained on (all, and those with a label) and
+        optionally replaces the per-token loss (`token_loss`, e.g. ProFit's online mask).
 
-        def __init__(self, *args, **kwargs) -> None:
+        `token_loss(log_probs, label_mask, num_tokens=n) -> (loss, kept tokens)` gets TRL's
+        fused-head outputs: the log-probability of each gold token and the label mask.
+        """
+
+        def __init__(self, *args, token_loss: Callable | None = None, **kwargs) -> None:
             super().__init__(*args, **kwargs)
+            self.token_loss = token_loss
             self.tokens_seen = 0
             self.loss_tokens_seen = 0
+            self.kept_tokens_seen = 0
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training:
                 self.tokens_seen += int(inputs["attention_mask"].sum())
                 self.loss_tokens_seen += int((inputs["labels"][:, 1:] != -100).sum())
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            if self.token_loss is None or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            return self._token_loss(model, inputs, num_items_in_batch)
+
+        def _token_loss(self, model, inputs, num_items_in_batch):
+            # TRL's own default branch, with the per-token loss swapped (same normaliser).
+            outputs = model(**inputs, use_cache=False, fused_lm_head=True)
+            label_mask = outputs.label_mask
+            num_tokens = label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss, kept = self.token_loss(outputs.log_probs, label_mask, num_tokens=num_tokens)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            mode = "train" if model.training else "eval"
+            if model.training:
+                self.kept_tokens_seen += int(kept)
+            total = int(label_mask.sum())
+            self._metrics[mode]["kept_token_fraction"].append(int(kept) / total if total else 0.0)
+            return loss
 
     return DasdSFTTrainer
 
@@ -202,15 +265,31 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_trainer(config: TrainConfig, model, tokenizer, dataset, trainer_cls=None):
+def build_trainer(config: TrainConfig, model, tokenizer, dataset, trainer_cls=None,
+                  token_loss: Callable | None = None):
     """The SFTTrainer (LoRA-wrapped model, labels built from `completion_mask`)."""
     from transformers import set_seed
 
     trainer_cls = trainer_cls or _sft_trainer_cls()
     set_seed(config.seed)  # LoRA's A matrices are initialised inside the trainer
     device = pick_device(config.device)
+    extra = {"token_loss": token_loss} if token_loss is not None else {}
     return trainer_cls(model=model, args=sft_args(config, device), train_dataset=dataset,
-                       processing_class=tokenizer, peft_config=lora_config(config))
+                       processing_class=tokenizer, peft_config=lora_config(config), **extra)
+
+
+def training_set(config: TrainConfig, model, tokenizer):
+    """(dataset, RowStats): the rows of `config.data` after the filter, the rejected-row
+    policy and the offline mask. Mask-PPL runs here, on the frozen model, before LoRA."""
+    def to_reference(row):
+        return replace_with_reference(row, tokenizer)
+
+    def mask_ppl(rows):
+        return add_mask_ppl(rows, model, config.mask_ppl_threshold, config.mask_source)
+
+    return build_dataset(config.data, max_length=config.max_length,
+                         row_filter=config.row_filter(), to_reference=to_reference,
+                         transform=mask_ppl if config.mask == "mask_ppl" else None)
 
 
 def _prepare_out(config: TrainConfig) -> Path:
@@ -234,14 +313,16 @@ def train(config: TrainConfig, model=None, tokenizer=None, trainer_cls=None) -> 
     if (model is None) != (tokenizer is None):
         raise ValueError("pass model and tokenizer together, or neither")
     config.check_inputs()
-    dataset, stats = build_dataset(config.data, config.only_correct, config.drop_length_capped,
-                                   config.max_length)
-    log.info("training on %d of %d rows (%s); output in %s", stats.used, stats.read,
-             stats.explain(), config.out)
+    if config.rejected == "drop":  # fail on empty data before loading any model
+        check_rows_left(config.data, config.row_filter(), config.max_length)
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device)
+    dataset, stats = training_set(config, model, tokenizer)
+    log.info("training on %d of %d rows (%s); output in %s", stats.used, stats.read,
+             stats.explain(), config.out)
     out = _prepare_out(config)
-    trainer = build_trainer(config, model, tokenizer, dataset, trainer_cls)
+    trainer = build_trainer(config, model, tokenizer, dataset, trainer_cls,
+                            token_loss=TOKEN_LOSSES[config.loss](config))
     start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
