@@ -98,7 +98,12 @@ def test_every_shipped_config_loads(path):
     config_cls = GenerateConfig if "generate-" in path.name else RunConfig
     config = build_config(config_cls, values)
     if config_cls is RunConfig:
-        assert {m.overrides()["method"] for m in config.methods} == {"sd", "dasd"}
+        from dasd.decoding.rules import RULES
+        from dasd.tasks import TASKS
+        assert config.task in TASKS
+        for spec in config.methods:
+            assert spec.data_from or spec.decoding in {*RULES, "reference"}, spec
+            config.train_config(spec, "x.jsonl")
 
 
 def test_methods_can_train_on_one_difficulty_level():
@@ -120,3 +125,42 @@ def test_per_level_runs_feed_the_training_difficulty_analysis(tmp_path, model_di
     assert levels == {2}
     table = (root / "analysis" / "training_level.csv").read_text().splitlines()
     assert len(table) == 3 and table[1].startswith("sd,1,sd-L1")
+
+
+def test_baselines_run_from_one_config(tmp_path, model_dir):
+    methods = [
+        {"name": "sd", "train": {"rejected": "reference", "reject_mentions": True,
+                                 "only_correct": True}},
+        {"name": "sd-mask-ppl", "data_from": "sd",
+         "train": {"mask": "mask_ppl", "mask_ppl_threshold": 1000.0}},
+        {"name": "gold", "method": "reference"},
+        {"name": "gold-profit", "data_from": "gold",
+         "train": {"loss": "profit", "profit_threshold": 1e-6}},
+    ]
+    report = tiny_run(tmp_path, model_dir, methods=methods)
+    root, results = tmp_path / "run", report["methods"]
+    # the random model is never correct: keep-reference trains sd on the 4 references
+    assert results["sd"]["train"]["rows"]["replaced_by_reference"] == {"not_correct": 4}
+    assert results["sd-mask-ppl"]["data_from"] == "sd"
+    assert results["sd-mask-ppl"]["train"]["data"] == [str(root / "generate" / "sd.jsonl")]
+    gold_rows = [json.loads(line) for line in (root / "generate" / "gold.jsonl").open()]
+    assert len(gold_rows) == 4 and all(r["method"] == "reference" for r in gold_rows)
+    assert not (root / "generate" / "gold-profit.jsonl").exists()
+    assert results["gold-profit"]["train"]["rows"]["used"] == 4
+    for name in ("sd", "sd-mask-ppl", "gold", "gold-profit"):
+        assert results[name]["eval"]["n"] == 3, name
+    table = (root / "results.md").read_text()
+    assert "| sd-mask-ppl |" in table and "rows of sd" in table
+
+
+def test_bad_baseline_settings_are_refused_before_anything_runs(tmp_path, model_dir):
+    with pytest.raises(DasdError, match="data_from 'gold' must name an earlier method"):
+        tiny_run(tmp_path, model_dir, methods=[{"name": "x", "data_from": "gold"},
+                                               {"name": "gold", "method": "reference"}])
+    with pytest.raises(DasdError, match="method 'x' train: unknown setting 'mask_ppl' "
+                                        r"\(did you mean 'mask'\?\)"):
+        tiny_run(tmp_path, model_dir, methods=[{"name": "x", "method": "sd",
+                                                "train": {"mask_ppl": True}}])
+    with pytest.raises(DasdError, match="loss must be one of"):
+        tiny_run(tmp_path, model_dir, methods=[{"name": "sd", "train": {"loss": "x"}}])
+    assert not (tmp_path / "run").exists()

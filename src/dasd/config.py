@@ -215,7 +215,8 @@ class DecodeStageConfig:
     dtype: str = field(default="auto", metadata={
         "help": "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
-    task: str = field(default="arith", metadata={"help": "task name: arith, gsm8k, math"})
+    task: str = field(default="arith", metadata={
+        "help": "task name: arith, gsm8k, math, mbpp, arc_challenge"})
     split: str = field(default="train", metadata={"help": "data split"})
     data: str | None = field(default=None, metadata={
         "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})

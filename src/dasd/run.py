@@ -9,6 +9,7 @@ and an interrupted generation or evaluation resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -23,34 +24,54 @@ from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
 from dasd.evaluation.evaluate import EvalConfig, evaluate
 from dasd.training import TrainConfig, train
+from dasd.training.references import write_reference_rows
 
 log = logging.getLogger(__name__)
 
 ORIGIN = "origin"
+REFERENCE = "reference"  # the original references as the training set
 PROVENANCE_KEYS = {"dasd_version", "git_revision", "overwrite", "batch_size"}
 
 
 @dataclass
 class MethodSpec:
-    """One data-generation method of the comparison; unset settings come from `generate`."""
+    """One method of the comparison: where its training data comes from and how it trains.
+
+    Unset settings come from the run's `generate` and `train` sections. `method` is a
+    decoding rule (dasd, sd, base, hint) or `reference` (no decoding: the original
+    references are the training set). `data_from` trains on another method's rows instead
+    (e.g. Mask-PPL on the sd data), and `train` changes how (mask, loss, filter policy).
+    """
 
     name: str = field(metadata={"help": "label in folders and tables, e.g. dasd-tau0.1"})
     method: str | None = field(default=None, metadata={
-        "help": "decoding rule (dasd, sd, base); default: the name"})
+        "help": "decoding rule (dasd, sd, base, hint) or 'reference'; default: the name"})
     top_k: int | None = None
     tau: float | None = None
     fallback: Literal["ref", "base"] | None = None
     levels: list[int] | None = field(default=None, metadata={
         "help": "train on these difficulty levels only (the paper's Figures 1 and 6)"})
+    data_from: str | None = field(default=None, metadata={
+        "help": "train on the rows another (earlier) method generated, without decoding again"})
+    generate: dict = field(default_factory=dict, metadata={
+        "help": "other generation settings of this method, e.g. {beta: 3, temperature: 0.3}"})
+    train: dict = field(default_factory=dict, metadata={
+        "help": "training settings of this method, e.g. {mask: mask_ppl} or {loss: profit}"})
 
     @classmethod
     def from_string(cls, text: str) -> MethodSpec:
         return cls(name=text)
 
+    @property
+    def decoding(self) -> str:
+        return self.method or self.name
+
     def overrides(self) -> dict[str, Any]:
-        values = {"method": self.method or self.name, "top_k": self.top_k, "tau": self.tau,
+        values = {"method": self.decoding, "top_k": self.top_k, "tau": self.tau,
                   "fallback": self.fallback, "levels": self.levels}
-        return {k: v for k, v in values.items() if v is not None}
+        if self.decoding == REFERENCE:  # no rule decodes: any valid one holds the settings
+            values["method"] = "sd"
+        return {**self.generate, **{k: v for k, v in values.items() if v is not None}}
 
 
 @dataclass
@@ -59,7 +80,8 @@ class RunConfig:
     out_dir: str | None = field(default=None, metadata={"help": "default: runs/<name>"})
     model: str = field(default="smollm2-135m", metadata={
         "help": "hub id, local model directory, .gguf file, or 'smollm2-135m'"})
-    task: str = field(default="arith", metadata={"help": "task name: arith, gsm8k, math"})
+    task: str = field(default="arith", metadata={
+        "help": "task name: arith, gsm8k, math, mbpp, arc_challenge"})
     seed: int = field(default=0, metadata={"help": "seed of data, LoRA init and shuffling"})
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16, float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
@@ -82,25 +104,48 @@ class RunConfig:
         names = [m.name for m in self.methods]
         if ORIGIN in names or len(set(names)) != len(names):
             raise DasdError(f"method names must be unique and not '{ORIGIN}'; got {names}")
-        for spec in self.methods:  # fail now on a bad method or setting, not mid-run
-            self.generate_config(spec)
+        for i, spec in enumerate(self.methods):  # fail now on a bad setting, not mid-run
+            earlier = names[:i]
+            if spec.data_from is not None and spec.data_from not in earlier:
+                raise DasdError(f"method '{spec.name}': data_from '{spec.data_from}' must name "
+                                f"an earlier method ({', '.join(earlier) or 'none before it'})")
+            if spec.data_from is None:
+                self.generate_config(spec)
+            self.train_config(spec, "data.jsonl")
 
     def generate_config(self, spec: MethodSpec) -> GenerateConfig:
-        return dataclasses.replace(
-            self.generate, model=self.model, task=self.task, seed=self.seed, dtype=self.dtype,
-            device=self.device, out=str(Path(self.out_dir) / "generate" / f"{spec.name}.jsonl"),
-            **spec.overrides())
+        return _replace(
+            self.generate, f"method '{spec.name}' generate", model=self.model, task=self.task,
+            seed=self.seed, dtype=self.dtype, device=self.device,
+            out=str(Path(self.out_dir) / "generate" / f"{spec.name}.jsonl"), **spec.overrides())
+
+    def data_path(self, spec: MethodSpec) -> str:
+        """The rows `spec` trains on: its own, or those of the method it takes them from."""
+        source = next((m for m in self.methods if m.name == spec.data_from), spec)
+        return str(Path(self.out_dir) / "generate" / f"{source.name}.jsonl")
 
     def train_config(self, spec: MethodSpec, data: str) -> TrainConfig:
-        return dataclasses.replace(
-            self.train, model=self.model, data=[data], seed=self.seed, dtype=self.dtype,
-            device=self.device, out=str(Path(self.out_dir) / "train" / spec.name), overwrite=True)
+        return _replace(
+            self.train, f"method '{spec.name}' train", model=self.model, data=[data],
+            seed=self.seed, dtype=self.dtype, device=self.device,
+            out=str(Path(self.out_dir) / "train" / spec.name), overwrite=True, **spec.train)
 
     def eval_config(self, name: str, adapter: str | None) -> EvalConfig:
         return dataclasses.replace(
             self.eval, model=self.model, task=self.task, seed=self.seed, dtype=self.dtype,
             device=self.device, adapter=adapter,
             out=str(Path(self.out_dir) / "eval" / f"{name}.jsonl"))
+
+
+def _replace(config: Any, where: str, **changes: Any) -> Any:
+    """`dataclasses.replace` with a one-line error naming the unknown key and a close one."""
+    names = {f.name for f in dataclasses.fields(config)}
+    for key in changes:
+        if key not in names:
+            hint = difflib.get_close_matches(key, names, n=1)
+            did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise DasdError(f"{where}: unknown setting '{key}'{did_you_mean}")
+    return dataclasses.replace(config, **changes)
 
 
 def _file_digest(path: Path) -> str:
@@ -141,18 +186,34 @@ def _marker(path: str, stage: str) -> Path:
     return p.parent / f".stage-{stage}-{p.stem if p.suffix else p.name}.json"
 
 
-def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str, Any]:
+def make_data(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str, Any] | None:
+    """Write the method's training rows (decoded, or the original references); None when
+    it trains on another method's rows."""
+    if spec.data_from is not None:
+        return None
     gen_config = config.generate_config(spec)
-    gen = run_stage(_marker(gen_config.out, "generate"), gen_config, [],
-                    lambda c: generate(c, model=model, tokenizer=tokenizer))
-    result: dict[str, Any] = {"generate": gen}
-    usable = gen["kept"] if config.train.only_correct else gen["samples"]
-    if usable == 0:
-        log.warning("%s: no correct samples to train on; skipping train and eval", spec.name)
-        return result
-    train_config = config.train_config(spec, gen_config.out)
-    result["train"] = run_stage(_marker(train_config.out, "train"), train_config,
-                                [gen_config.out], train)
+    if spec.decoding == REFERENCE:
+        def stage(c):
+            return write_reference_rows(c, c.out, tokenizer, overwrite=True)
+    else:
+        def stage(c):
+            return generate(c, model=model, tokenizer=tokenizer)
+    return run_stage(_marker(gen_config.out, "generate"), gen_config, [], stage)
+
+
+def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str, Any]:
+    gen = make_data(config, spec, model, tokenizer)
+    result: dict[str, Any] = {"generate": gen} if gen else {"data_from": spec.data_from}
+    data = config.data_path(spec)
+    train_config = config.train_config(spec, data)
+    if gen is not None and train_config.rejected == "drop":
+        usable = gen["kept"] if train_config.only_correct else gen["samples"]
+        if usable == 0:
+            log.warning("%s: no correct samples to train on; skipping train and eval",
+                        spec.name)
+            return result
+    result["train"] = run_stage(_marker(train_config.out, "train"), train_config, [data],
+                                train)  # loads its own copy: LoRA wraps the model in place
     eval_config = config.eval_config(spec.name, train_config.out)
     result["eval"] = run_stage(_marker(eval_config.out, "eval"), eval_config,
                                [train_config.out], evaluate)
@@ -212,9 +273,11 @@ def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         acc = [f"{ev['accuracy']:.3f} ({ev['n']})"] if ev else ["-"]
         per_level = [f"{ev['per_level'][lvl]['accuracy']:.2f}"
                      if ev and lvl in ev["per_level"] else "-" for lvl in levels]
+        high_ppl = (gen or {}).get("high_ppl_percent_kept")
+        data = f"{gen['kept']}/{gen['samples']}" if gen else "-"
         rows.append([name, *acc, *per_level,
-                     f"{gen['kept']}/{gen['samples']}" if gen else "-",
-                     f"{gen['high_ppl_percent_kept']:.2f}" if gen else "-",
+                     f"rows of {result['data_from']}" if result.get("data_from") else data,
+                     f"{high_ppl:.2f}" if high_ppl is not None else "-",
                      _seconds(gen), _seconds(tr), _seconds(ev),
                      f"{tr['tokens_per_second']:.1f}" if tr and tr.get("tokens_per_second")
                      else "-"])
