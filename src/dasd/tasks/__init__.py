@@ -5,12 +5,15 @@ from __future__ import annotations
 import difflib
 
 from dasd.errors import DasdError
+from dasd.tasks.arc import ARCTask
 from dasd.tasks.arith import ArithTask
 from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
 from dasd.tasks.gsm8k import GSM8KTask
 from dasd.tasks.math import MathTask
+from dasd.tasks.mbpp import MBPPTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (ArithTask, GSM8KTask, MathTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (ArithTask, GSM8KTask, MathTask,
+                                                                ARCTask, MBPPTask)}
 
 
 def get_task(name: str) -> Task:

@@ -36,6 +36,19 @@ def _template(ending: str) -> PromptTemplate:
 NUMERIC_PROMPTS = _template('End with "The answer is N.", where N is the final number.')
 # MATH: answers are LaTeX, so they are boxed as in the MATH solutions themselves.
 BOXED_PROMPTS = _template("Put your final answer within \\boxed{}.")
+# Multiple choice (ARC): the options are part of `{question}` (see `render_choices`).
+CHOICE_PROMPTS = _template('End with "The answer is (X).", where X is the label of the '
+                           "correct option.")
+
+
+def render_choices(stem: str, labels: list[str], texts: list[str]) -> str:
+    """A multiple-choice question as the model sees it: the stem, then "(A) text" per line.
+
+    The options go into the question itself, so both contexts and any user template
+    with `{question}` show them; the label comes first, as the answer names it.
+    """
+    options = (f"({label}) {text}" for label, text in zip(labels, texts, strict=True))
+    return stem.strip() + "\n\n" + "\n".join(options)
 
 
 def check_template(template: PromptTemplate, source: str) -> PromptTemplate:
