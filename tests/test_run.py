@@ -92,7 +92,8 @@ def test_bad_method_is_refused_before_anything_runs(tmp_path, model_dir):
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.rglob("*.yaml")
+                                         if "accelerate" not in p.parts), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     values = load_yaml(path)
     config_cls = GenerateConfig if "generate-" in path.name else RunConfig

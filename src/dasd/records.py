@@ -78,27 +78,37 @@ def open_output(config: Any, out: str | Path) -> set[str]:
     with settings that change its rows (then the error names them). The resolved config
     is written beside the output.
     """
-    import yaml
-
-    from dasd.config import resolved_config, write_resolved_config
+    from dasd.config import write_resolved_config
 
     out = Path(out)
     if config.overwrite:
         for path in (out, sidecar(out, "summary.json")):
             path.unlink(missing_ok=True)
-    previous_path = sidecar(out, "config.yaml")
-    if out.exists() and previous_path.exists():
-        previous = yaml.safe_load(previous_path.read_text()) or {}
-        current = resolved_config(config)
-        changed = sorted(k for k in current.keys() - RESUME_SAFE_KEYS
-                         if previous.get(k) != current[k])
-        if changed:
-            diffs = ", ".join(f"{k}={previous.get(k)!r}->{current[k]!r}" for k in changed)
-            raise DasdError(f"{out} was written with other settings ({diffs}): pass "
-                            "--overwrite to start over or choose another --out")
+    check_resumable(config, out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(config, previous_path)
+    write_resolved_config(config, sidecar(out, "config.yaml"))
     return {row["id"] for row in read_rows_for_resume(out)}
+
+
+def check_resumable(config: Any, out: str | Path) -> None:
+    """Refuse to add rows of `config` to `out` if its config sidecar records settings that
+    change the rows; reads only, so that several processes may check the same file."""
+    import yaml
+
+    from dasd.config import resolved_config
+
+    out = Path(out)
+    previous_path = sidecar(out, "config.yaml")
+    if not (out.exists() and previous_path.exists()):
+        return
+    previous = yaml.safe_load(previous_path.read_text()) or {}
+    current = resolved_config(config)
+    changed = sorted(k for k in current.keys() - RESUME_SAFE_KEYS
+                     if previous.get(k) != current[k])
+    if changed:
+        diffs = ", ".join(f"{k}={previous.get(k)!r}->{current[k]!r}" for k in changed)
+        raise DasdError(f"{out} was written with other settings ({diffs}): pass "
+                        "--overwrite to start over or choose another --out")
 
 
 def pending_batches(examples: Sequence[Any], done: set[str], batch_size: int) -> list[list[Any]]:

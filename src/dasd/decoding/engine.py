@@ -5,6 +5,12 @@ cache and left padding; rows are laid out as [ref_0 .. ref_{n-1}, base_0 .. base
 each half is a contiguous slice. After every step the selection rule picks one token per
 example, the same token is appended to both of its contexts, and finished examples are
 dropped from the batch and the cache.
+
+Rules that keep per-example state (sampling streams, a step counter) may implement two
+optional hooks, called without regard to which rule it is: `start(keys, decode)` before
+the first step (one key per example, stable across batches, and a token-ids-to-text
+function) and `keep(indices)` when finished examples leave the batch. Stateless rules
+implement neither and are called exactly as before.
 """
 
 from __future__ import annotations
@@ -83,13 +89,31 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int,
     return ids.to(device), mask.to(device)
 
 
+def _start_rule(rule: SelectionRule, ref_prompts: Sequence[Sequence[int]],
+                base_prompts: Sequence[Sequence[int]], keys: Sequence[object] | None,
+                decode: Callable[[list[int]], str] | None) -> None:
+    """Call a stateful rule's `start` hook; an example's default key is its two prompts."""
+    if not hasattr(rule, "start"):
+        return
+    if keys is None:
+        keys = [(tuple(r), tuple(b)) for r, b in zip(ref_prompts, base_prompts, strict=True)]
+    if len(keys) != len(ref_prompts):
+        raise ValueError(f"got {len(keys)} keys for {len(ref_prompts)} examples")
+    rule.start(list(keys), decode)
+
+
 @torch.inference_mode()
 def decode_pairs(model, ref_prompts: Sequence[Sequence[int]], base_prompts: Sequence[Sequence[int]],
                  rule: SelectionRule, eos_ids: Sequence[int], max_new_tokens: int, pad_id: int,
-                 on_step: Callable[[int], None] | None = None) -> list[TokenTrace]:
+                 on_step: Callable[[int], None] | None = None, *,
+                 keys: Sequence[object] | None = None,
+                 decode: Callable[[list[int]], str] | None = None) -> list[TokenTrace]:
     """Decode one batch of examples, each from its reference and base prompt token ids.
 
     `on_step(n)` is called after each step with the number of tokens emitted in it.
+    `keys` name the examples for stateful rules (their random streams are seeded by it,
+    so a key decodes the same in any batch); by default an example's key is its prompts.
+    `decode` turns token ids into text, for rules that watch the emitted text.
     """
     if len(ref_prompts) != len(base_prompts):
         raise ValueError("ref_prompts and base_prompts must have the same length")
@@ -103,6 +127,7 @@ def decode_pairs(model, ref_prompts: Sequence[Sequence[int]], base_prompts: Sequ
     cache = DynamicCache(config=model.config)
     active = torch.arange(n)                      # example index of each active pair
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
+    _start_rule(rule, ref_prompts, base_prompts, keys, decode)
 
     for step in range(max_new_tokens):
         logits = model(input_ids=input_ids, attention_mask=attention_mask,
@@ -128,6 +153,8 @@ def decode_pairs(model, ref_prompts: Sequence[Sequence[int]], base_prompts: Sequ
         if len(keep) < len(active):
             rows = torch.cat([keep, keep + len(active)])
             cache.batch_select_indices(rows)
+            if hasattr(rule, "keep"):
+                rule.keep(keep.cpu())
             attention_mask, position_ids = attention_mask[rows], position_ids[rows]
             active = active[keep.cpu()]
         input_ids = torch.cat([next_tokens, next_tokens])[:, None]

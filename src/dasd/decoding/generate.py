@@ -17,10 +17,11 @@ from dasd.analysis.stats import summarize
 from dasd.config import DecodeStageConfig
 from dasd.decoding.engine import TokenTrace, decode_pairs
 from dasd.decoding.rules import RULES, build_rule, rule_settings
+from dasd.decoding.sharding import ShardPlan, finish, prepare
 from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
-from dasd.records import append_rows, finished_rows, open_output, pending_batches, sidecar
+from dasd.records import append_rows, pending_batches, sidecar
 from dasd.tasks import Example, Task, load_split
 from dasd.tasks.prompts import render_prompts
 
@@ -36,6 +37,16 @@ class GenerateConfig(DecodeStageConfig):
         "help": "DASD: base-probability threshold in (0, 1] (paper: 0.2)"})
     fallback: Literal["ref", "base"] = field(default="ref", metadata={
         "help": "DASD: token when no candidate passes: reference or base top-1 (paper: ref)"})
+    beta: float = field(default=3.0, metadata={
+        "help": "hint: lambda = clamp(beta * H(p_ref) / log V, 0, 1) mixes in the base model; "
+                "0 = plain self-distillation (Zhang et al. 2602.12222 demo: 3)"})
+    temperature: float = field(default=0.3, metadata={
+        "help": "hint: sampling temperature, 0 = greedy (demo: 0.3)"})
+    top_p: float = field(default=0.95, metadata={
+        "help": "hint: nucleus top-p in (0, 1], cut before the temperature (demo: 0.95)"})
+    marker: str = field(default="\\boxed{", metadata={
+        "help": "hint: once the response contains this text only the base model decodes "
+                "(demo: \\boxed{; arith/gsm8k prompts end with 'The answer is'; '' = never)"})
     high_ppl_threshold: float = field(default=2.5, metadata={
         "help": "a token is high-PPL when exp(-log p_base) exceeds this (paper: 2.5)"})
     out: str | None = field(default=None, metadata={
@@ -50,7 +61,9 @@ class GenerateConfig(DecodeStageConfig):
         build_rule(self.method, **self.rule_kwargs())  # validates K, tau, fallback now
 
     def rule_kwargs(self) -> dict[str, Any]:
-        return {"top_k": self.top_k, "tau": self.tau, "fallback": self.fallback}
+        return {"top_k": self.top_k, "tau": self.tau, "fallback": self.fallback,
+                "beta": self.beta, "temperature": self.temperature, "top_p": self.top_p,
+                "marker": self.marker, "seed": self.seed}
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -89,20 +102,27 @@ def make_row(config: GenerateConfig, task: Task, example: Example, prompts: tupl
 
 
 def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, Any]:
-    """Run one decoding method over a task split; return the summary of the whole output."""
+    """Run one decoding method over a task split; return the summary of the whole output.
+
+    Under `torchrun` / `accelerate launch` each process decodes its share and rank 0 merges
+    the shares into `out` (`dasd.decoding.sharding`); other ranks return their part's summary.
+    """
     out = Path(config.out)
     rule = build_rule(config.method, **config.rule_kwargs())
     task, template, examples = load_split(config)
+    plan = ShardPlan.from_env()
     if model is None:
-        model, tokenizer = load_model(config.model, config.dtype, config.device)
-    done = open_output(config, out)
-    tokens, seconds = _decode_missing(config, task, template, examples, done, rule, model,
-                                      tokenizer, out)
-    summary = summarize(finished_rows(out, examples), config.high_ppl_threshold)
-    summary.update(method=config.method, settings=rule_settings(rule), output=str(out),
+        model, tokenizer = load_model(config.model, config.dtype, plan.device(config.device))
+    target, mine, done = prepare(plan, config, out, examples)
+    tokens, seconds = _decode_missing(config, task, template, mine, done, rule, model,
+                                      tokenizer, target)
+    rows, output = finish(plan, config, out, examples)
+    summary = summarize(rows, config.high_ppl_threshold)
+    summary.update(method=config.method, settings=rule_settings(rule), output=str(output),
                    new_tokens=tokens, decode_seconds=seconds,
                    tokens_per_second=tokens / seconds if seconds else None)
-    sidecar(out, "summary.json").write_text(json.dumps(summary, indent=2))
+    if output == out:
+        sidecar(out, "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -122,7 +142,8 @@ def _decode_missing(config, task, template, examples, done, rule, model, tokeniz
             ids = [(encode(tokenizer, base), encode(tokenizer, ref)) for base, ref in texts]
             traces = decode_pairs(model, [r for _, r in ids], [b for b, _ in ids], rule, eos,
                                   config.max_new_tokens, tokenizer.pad_token_id,
-                                  on_step=bar.add_tokens)
+                                  on_step=bar.add_tokens, keys=[e.id for e in batch],
+                                  decode=tokenizer.decode)
             append_rows(out, [make_row(config, task, e, t, i, tr, tokenizer, settings)
                               for e, t, i, tr in zip(batch, texts, ids, traces, strict=True)])
             total_tokens += sum(len(t.token_ids) for t in traces)

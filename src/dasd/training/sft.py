@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 
 from dasd.config import write_resolved_config
+from dasd.decoding.sharding import ShardPlan
 from dasd.errors import DasdError
 from dasd.models import load_model, pick_device
 from dasd.training.data import RowStats, build_dataset, check_rows_left
@@ -207,6 +208,7 @@ def sft_args(config: TrainConfig, device: torch.device):
         activation_checkpointing=config.gradient_checkpointing,  # TRL's default is on
         max_length=config.max_length, completion_only_loss=True, packing=False,
         report_to="none", save_strategy="no",
+        ddp_find_unused_parameters=False,  # LoRA: every adapter weight gets a gradient
         disable_tqdm=False,  # a progress bar with rate and ETA even when logging is quiet
     )
 
@@ -294,6 +296,8 @@ def training_set(config: TrainConfig, model, tokenizer):
 
 def _prepare_out(config: TrainConfig) -> Path:
     out = Path(config.out)
+    if not ShardPlan.from_env().is_main:  # one process prepares the folder
+        return out
     if config.overwrite:
         shutil.rmtree(out / "merged", ignore_errors=True)
         for name in ("train_log.jsonl", "train_summary.json"):
@@ -315,8 +319,9 @@ def train(config: TrainConfig, model=None, tokenizer=None, trainer_cls=None) -> 
     config.check_inputs()
     if config.rejected == "drop":  # fail on empty data before loading any model
         check_rows_left(config.data, config.row_filter(), config.max_length)
-    if model is None:
-        model, tokenizer = load_model(config.model, config.dtype, config.device)
+    if model is None:  # under torchrun / accelerate launch: this rank's own GPU
+        device = ShardPlan.from_env().device(config.device)
+        model, tokenizer = load_model(config.model, config.dtype, device)
     dataset, stats = training_set(config, model, tokenizer)
     log.info("training on %d of %d rows (%s); output in %s", stats.used, stats.read,
              stats.explain(), config.out)
@@ -328,10 +333,12 @@ def train(config: TrainConfig, model=None, tokenizer=None, trainer_cls=None) -> 
     seconds = time.perf_counter() - start
     trainer.model.eval()
 
+    summary = _summary(config, trainer, result, stats, seconds)  # every rank: it reduces
+    if not trainer.is_world_process_zero():
+        return summary
     trainer.model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     _write_jsonl(out / "train_log.jsonl", trainer.state.log_history)
-    summary = _summary(config, trainer, result, stats, seconds)
     if config.merge:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(out / "merged")
@@ -348,8 +355,8 @@ def _summary(config: TrainConfig, trainer, result, stats: RowStats,
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
     trainable, total = trainer.model.get_nb_trainable_parameters()
     steps = trainer.state.global_step
-    tokens = getattr(trainer, "tokens_seen", 0)  # counted by DasdSFTTrainer
-    loss_tokens = getattr(trainer, "loss_tokens_seen", 0)
+    tokens = _all_ranks(trainer, getattr(trainer, "tokens_seen", 0))  # DasdSFTTrainer counts
+    loss_tokens = _all_ranks(trainer, getattr(trainer, "loss_tokens_seen", 0))
     return {
         "output": str(config.out), "data": config.data, "model": config.model,
         "rows": stats.as_dict(),
@@ -366,6 +373,15 @@ def _summary(config: TrainConfig, trainer, result, stats: RowStats,
         "mixed_precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else None,
         "merged": None,
     }
+
+
+def _all_ranks(trainer, count: int) -> int:
+    """`count` summed over the processes of a distributed run (itself on one process)."""
+    accelerator = trainer.accelerator
+    if accelerator.num_processes == 1:
+        return count
+    total = accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum")
+    return int(total)
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -16,15 +16,19 @@ import torch
 from dasd.decoding.rules.base import BaseRule
 from dasd.decoding.rules.common import CATEGORY_NAMES, Selection, ranked_top_k
 from dasd.decoding.rules.dasd import DASDRule
+from dasd.decoding.rules.hint import HintRule
 from dasd.decoding.rules.sd import SDRule
 from dasd.errors import DasdError
 
 
 class SelectionRule(Protocol):
+    """Optional hooks for stateful rules (e.g. `hint`): `start(keys, decode)` and
+    `keep(indices)`; the engine calls them when present (see `decoding/engine.py`)."""
+
     def select(self, ref_logprobs: torch.Tensor, base_logprobs: torch.Tensor) -> Selection: ...
 
 
-RULES: dict[str, type] = {"dasd": DASDRule, "sd": SDRule, "base": BaseRule}
+RULES: dict[str, type] = {"dasd": DASDRule, "sd": SDRule, "base": BaseRule, "hint": HintRule}
 
 
 def rule_settings(rule: Any) -> dict[str, Any]:
