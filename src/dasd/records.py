@@ -61,8 +61,9 @@ def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 # Settings that may change between a run and its resumption without changing its rows.
+# Settings that never change a finished row (the two engines emit the same tokens).
 RESUME_SAFE_KEYS = frozenset({"limit", "batch_size", "overwrite", "device", "out",
-                              "dasd_version", "git_revision"})
+                              "dasd_version", "git_revision", "engine", "chunk_size"})
 
 
 def sidecar(out: str | Path, kind: str) -> Path:

@@ -6,15 +6,18 @@ Writes one JSON line per example (flushed per batch; rerunning resumes), a resol
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from dasd.analysis.stats import summarize
 from dasd.config import DecodeStageConfig
+from dasd.decoding.draft_verify import check_rule, decode_pairs_draft_verify
 from dasd.decoding.engine import TokenTrace, decode_pairs
 from dasd.decoding.rules import RULES, build_rule, rule_settings
 from dasd.decoding.sharding import ShardPlan, finish, prepare
@@ -26,6 +29,7 @@ from dasd.tasks import Example, Task, load_split
 from dasd.tasks.prompts import render_prompts
 
 log = logging.getLogger(__name__)
+ENGINES = ("step", "draft-verify")
 
 @dataclass
 class GenerateConfig(DecodeStageConfig):
@@ -47,6 +51,12 @@ class GenerateConfig(DecodeStageConfig):
     marker: str = field(default="\\boxed{", metadata={
         "help": "hint: once the response contains this text only the base model decodes "
                 "(demo: \\boxed{; arith/gsm8k prompts end with 'The answer is'; '' = never)"})
+    engine: Literal["step", "draft-verify"] = field(default="step", metadata={
+        "help": "step: both contexts advance one token per forward; draft-verify: the "
+                "reference drafts a chunk, the base scores it in one pass (same tokens; "
+                "dasd/sd/base only)"})
+    chunk_size: int | None = field(default=None, metadata={
+        "help": "draft-verify: tokens per draft (default: adapts to the acceptance rate)"})
     high_ppl_threshold: float = field(default=2.5, metadata={
         "help": "a token is high-PPL when exp(-log p_base) exceeds this (paper: 2.5)"})
     out: str | None = field(default=None, metadata={
@@ -58,7 +68,19 @@ class GenerateConfig(DecodeStageConfig):
             raise DasdError(f"high_ppl_threshold must be > 1; got {self.high_ppl_threshold}")
         if self.out is None:
             self.out = f"runs/{self.task}/{self.method}.jsonl"
-        build_rule(self.method, **self.rule_kwargs())  # validates K, tau, fallback now
+        rule = build_rule(self.method, **self.rule_kwargs())  # validates K, tau, ... now
+        if self.engine not in ENGINES:
+            raise DasdError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
+        if self.engine == "draft-verify":
+            check_rule(rule)
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise DasdError(f"chunk_size must be >= 1 (or unset: adaptive); got {self.chunk_size}")
+
+    def decoder(self) -> Callable[..., list[TokenTrace]]:
+        """The engine's decode function (`decode_pairs` signature)."""
+        if self.engine == "step":
+            return decode_pairs
+        return functools.partial(decode_pairs_draft_verify, chunk_size=self.chunk_size)
 
     def rule_kwargs(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "tau": self.tau, "fallback": self.fallback,
@@ -140,10 +162,10 @@ def _decode_missing(config, task, template, examples, done, rule, model, tokeniz
             texts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs)
                      for e in batch]
             ids = [(encode(tokenizer, base), encode(tokenizer, ref)) for base, ref in texts]
-            traces = decode_pairs(model, [r for _, r in ids], [b for b, _ in ids], rule, eos,
-                                  config.max_new_tokens, tokenizer.pad_token_id,
-                                  on_step=bar.add_tokens, keys=[e.id for e in batch],
-                                  decode=tokenizer.decode)
+            traces = config.decoder()(
+                model, [r for _, r in ids], [b for b, _ in ids], rule, eos,
+                config.max_new_tokens, tokenizer.pad_token_id, on_step=bar.add_tokens,
+                keys=[e.id for e in batch], decode=tokenizer.decode)
             append_rows(out, [make_row(config, task, e, t, i, tr, tokenizer, settings)
                               for e, t, i, tr in zip(batch, texts, ids, traces, strict=True)])
             total_tokens += sum(len(t.token_ids) for t in traces)

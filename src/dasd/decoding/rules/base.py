@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -12,6 +13,9 @@ from dasd.decoding.rules.common import BASE_SELECTED, Selection, label_steps
 @dataclass
 class BaseRule:
     """Greedy base decoding; steps where the reference top-1 differs are "base-selected"."""
+
+    # Exact under draft-and-verify: a pure function of one step's two distributions.
+    supports_draft_verify: ClassVar[bool] = True
 
     def select(self, ref_logprobs: torch.Tensor, base_logprobs: torch.Tensor) -> Selection:
         tokens = base_logprobs.argmax(-1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -23,6 +23,10 @@ class DASDRule:
     >>> rule = DASDRule(top_k=6, tau=0.2, fallback="ref")
     >>> rule.select(ref_logprobs, base_logprobs).tokens  # doctest: +SKIP
     """
+
+    # Exact under draft-and-verify: a pure function of one step's two distributions, needing
+    # only the reference top-K and the base tokens with p >= tau (at most floor(1/tau)).
+    supports_draft_verify: ClassVar[bool] = True
 
     top_k: int = 6
     tau: float = 0.2

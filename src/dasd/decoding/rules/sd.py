@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -16,6 +17,9 @@ class SDRule:
     `tau` only labels the steps the way DASD would (reserved when the base probability of
     the reference top-1 reaches it, hard otherwise); it never changes the tokens.
     """
+
+    # Exact under draft-and-verify: a pure function of one step's two distributions.
+    supports_draft_verify: ClassVar[bool] = True
 
     tau: float = 0.2
 

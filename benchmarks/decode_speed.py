@@ -1,0 +1,234 @@
+"""DASD's decoding engines against plain decoding of the reference context: speed and memory.
+
+    python benchmarks/decode_speed.py                       # 64 arith problems, batch 1 and 16
+    python benchmarks/decode_speed.py --limit 8 --max-new-tokens 48 --batch-sizes 1,4
+
+Variants, all greedy on the same `arith` train problems:
+  (a) hf-generate   `model.generate` on the reference prompt alone (plain self-distillation,
+                    the peer every ratio is taken against);
+  (b) step          the step engine (`decode_pairs`): both contexts in one forward per token;
+  (c) draft-verify  `decode_pairs_draft_verify`: reference drafts, base scores a chunk;
+  (d) naive         two model copies, no cache, one example at a time (`--naive-limit`
+                    problems, `--naive-max-new-tokens` each: it re-encodes both contexts
+                    at every token, so it only runs on a small share; batch does not apply).
+Speed: (a), (b), (c) take turns batch by batch in one process, so load from other users of
+the machine falls on all three alike; tokens/s and ratios to (a) per batch size. Memory:
+each variant runs again in a fresh subprocess on a few problems and reports its peak RSS
+while decoding (the resident weights included; the higher peak of loading is reset through
+/proc/self/clear_refs) or its peak allocated CUDA memory. It also counts the problems on
+which (b) and (c) emitted identical tokens (they should all be; float32 rounding may rarely
+split a tie).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from dasd.decoding.draft_verify import decode_pairs_draft_verify
+from dasd.decoding.engine import FINISH_EOS, TokenTrace, decode_pairs, record_step, step_statistics
+from dasd.decoding.generate import encode
+from dasd.decoding.rules import build_rule
+from dasd.evaluation.evaluate import generate_greedy
+from dasd.models import eos_token_ids, load_model
+from dasd.tasks import get_task
+from dasd.tasks.prompts import render_prompts
+
+VARIANTS = ("hf-generate", "step", "draft-verify", "naive")
+
+
+def load_pairs(tokenizer, limit: int) -> list[tuple[list[int], list[int]]]:
+    """(reference ids, base ids) of the first `limit` arith train problems."""
+    task = get_task("arith")
+    pairs = []
+    for example in task.load("train", limit=limit):
+        base, ref = render_prompts(tokenizer, task.prompts, example)
+        pairs.append((encode(tokenizer, ref), encode(tokenizer, base)))
+    return pairs
+
+
+def _logprobs(model, ids: list[int]) -> torch.Tensor:
+    logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits
+    return torch.log_softmax(logits[:, -1].float(), dim=-1)
+
+
+@torch.inference_mode()
+def naive_two_copies(ref_model, base_model, ref: list[int], base: list[int], rule, eos,
+                     max_new_tokens: int) -> TokenTrace:
+    """The paper's plain set-up: a model copy per context, each re-encoded at every token."""
+    trace = TokenTrace()
+    for _ in range(max_new_tokens):
+        ref_lp = _logprobs(ref_model, ref + trace.token_ids)
+        base_lp = _logprobs(base_model, base + trace.token_ids)
+        selection = rule.select(ref_lp, base_lp)
+        token = int(selection.tokens[0])
+        stats = step_statistics(ref_lp, base_lp, selection.tokens).tolist()[0]
+        record_step(trace, token, int(selection.categories[0]), stats)
+        if token in eos:
+            trace.finish_reason = FINISH_EOS
+            break
+    return trace
+
+
+def runners(model, tokenizer, args) -> dict[str, Callable[[list], list[list[int]]]]:
+    """Each variant as: batch of (ref, base) pairs -> emitted token ids per example."""
+    rule, eos, pad = build_rule("dasd"), eos_token_ids(model, tokenizer), tokenizer.pad_token_id
+    refs = lambda batch: [r for r, _ in batch]  # noqa: E731
+    bases = lambda batch: [b for _, b in batch]  # noqa: E731
+    out = {
+        "hf-generate": lambda batch: [ids for ids, _ in generate_greedy(
+            model, tokenizer, refs(batch), args.max_new_tokens, eos)],
+        "step": lambda batch: [t.token_ids for t in decode_pairs(
+            model, refs(batch), bases(batch), rule, eos, args.max_new_tokens, pad)],
+        "draft-verify": lambda batch: [t.token_ids for t in decode_pairs_draft_verify(
+            model, refs(batch), bases(batch), rule, eos, args.max_new_tokens, pad,
+            chunk_size=args.chunk_size)],
+    }
+    base_copy = None
+
+    def naive(batch):
+        nonlocal base_copy
+        if base_copy is None:
+            base_copy = copy.deepcopy(model)
+        return [naive_two_copies(model, base_copy, r, b, rule, eos,
+                                 args.naive_max_new_tokens).token_ids for r, b in batch]
+    out["naive"] = naive
+    return out
+
+
+def measure_speed(run, pairs, batch_size: int, names) -> tuple[dict, dict]:
+    """Variants take turns batch by batch; returns (tokens/s, outputs) per variant."""
+    seconds, tokens, outputs = defaultdict(float), defaultdict(int), defaultdict(list)
+    for i in range(0, len(pairs), batch_size):
+        batch = pairs[i:i + batch_size]
+        for name in names:
+            start = time.perf_counter()
+            emitted = run[name](batch)
+            seconds[name] += time.perf_counter() - start
+            tokens[name] += sum(map(len, emitted))
+            outputs[name].extend(emitted)
+    return {n: tokens[n] / seconds[n] for n in names}, outputs
+
+
+def peak_memory_mb(args, variant: str, batch_size: int) -> float:
+    """Peak memory of one variant in a fresh process (a few problems)."""
+    command = [sys.executable, __file__, "--only", variant, "--limit", str(args.memory_limit),
+               "--batch-sizes", str(batch_size), "--max-new-tokens", "32",
+               "--naive-max-new-tokens", "8", "--model", args.model,
+               *(["--threads", str(args.threads)] if args.threads else [])]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def reset_peak_rss() -> bool:
+    """Linux: forget the peak RSS so far (loading the model peaks higher than decoding)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def only(args) -> None:
+    """Subprocess mode: run one variant and print its peak memory while decoding (the
+    resident weights included) as JSON."""
+    model, tokenizer = load_model(args.model)
+    run = runners(model, tokenizer, args)
+    pairs = load_pairs(tokenizer, args.limit)
+    reset = reset_peak_rss()
+    if args.only == "naive":
+        measure_speed(run, pairs[:1], 1, ["naive"])
+    else:
+        measure_speed(run, pairs, args.batch_sizes[0], [args.only])
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = peak_rss_mb()
+    print(json.dumps({"peak_mb": peak, "reset": reset}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--limit", type=int, default=64)
+    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 16])
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--chunk-size", type=int, default=None, help="default: adaptive")
+    parser.add_argument("--naive-limit", type=int, default=1)
+    parser.add_argument("--naive-max-new-tokens", type=int, default=32)
+    parser.add_argument("--memory-limit", type=int, default=4,
+                        help="problems per memory subprocess (0: skip memory)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's); 1 holds up better when "
+                             "other processes share the cores")
+    parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.only:
+        return only(args)
+    model, tokenizer = load_model(args.model)
+    run, pairs = runners(model, tokenizer, args), load_pairs(tokenizer, args.limit)
+    measure_speed(run, pairs[:1], 1, VARIANTS[:3])  # warm-up
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    rows = []
+    for size in args.batch_sizes:
+        rates, outputs = measure_speed(run, pairs, size, VARIANTS[:3])
+        same = sum(a == b for a, b in zip(outputs["step"], outputs["draft-verify"], strict=True))
+        rows.append((size, rates, same))
+    naive_rate, _ = measure_speed(run, pairs[: args.naive_limit], 1, ["naive"])
+    report(args, model, weights, rows, naive_rate["naive"], len(pairs))
+
+
+def _mb(value: float | None) -> str:
+    return f"{value:.0f}" if value else "-"
+
+
+def report(args, model, weights: float, rows, naive_rate: float, n: int) -> None:
+    memory = {}
+    if args.memory_limit:
+        for size in args.batch_sizes:
+            for name in VARIANTS[:3]:
+                memory[(name, size)] = peak_memory_mb(args, name, size)
+        memory[("naive", 1)] = peak_memory_mb(args, "naive", 1)
+    device = next(model.parameters()).device
+    print(f"\n{args.model} ({weights:.0f} MB of weights), {n} arith train problems, "
+          f"max {args.max_new_tokens} new tokens, DASD K 6 tau 0.2, chunk "
+          f"{args.chunk_size or 'adaptive'}, device {device}, {torch.get_num_threads()} threads\n")
+    print("| variant | batch | tok/s | vs hf-generate | peak memory while decoding, MB |")
+    print("|---|---|---|---|---|")
+    for size, rates, _ in rows:
+        peer = rates["hf-generate"]
+        for name in VARIANTS[:3]:
+            print(f"| {name} | {size} | {rates[name]:.1f} | {rates[name] / peer:.2f}x | "
+                  f"{_mb(memory.get((name, size)))} |")
+    print(f"| naive (two copies, {args.naive_limit} problem(s), {args.naive_max_new_tokens} "
+          f"tokens) | 1 | {naive_rate:.2f} | {naive_rate / rows[0][1]['hf-generate']:.2f}x "
+          f"(batch {rows[0][0]}) | {_mb(memory.get(('naive', 1)))} |")
+    for size, _, same in rows:
+        print(f"\nbatch {size}: draft-verify emitted the step engine's tokens on {same}/{n} "
+              "problems")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Draft-and-verify on vLLM: reference chunks from `LLM.generate`, base scoring from
+`prompt_logprobs`, the round logic shared with the transformers engine (`verify_round`).
+
+vLLM cannot run two contexts in lockstep, but it can do the two things a round needs:
+greedy generation of the reference contexts with each position's top-K log-probabilities
+(`SamplingParams(temperature=0, max_tokens=L, logprobs=K)`), and scoring of the base
+contexts followed by the drafted tokens (`prompt_logprobs=n`). With prefix caching on, a
+rejected draft costs nothing to roll back: the next round's prompts share every block up
+to the accepted tokens.
+
+Exactness: at most floor(1/tau) tokens can have base probability >= tau, so the base
+top-floor(1/tau) plus each drafted token's own log-probability decides DASD's rule, its
+fallbacks and its categories exactly. The statistics that need whole distributions are
+computed over the returned tokens only: the base entropy, and reference ranks beyond K.
+
+Not exercised on CPU: vLLM pins its own torch and needs a GPU, so install it in a separate
+environment (`pip install vllm`). The tests drive this adapter with a fake `LLM` built on
+a tiny transformers model, which checks the parsing of outputs shaped like vLLM's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from dasd.decoding.backend import Draft
+from dasd.decoding.draft_verify import run_draft_verify
+from dasd.decoding.engine import TokenTrace
+from dasd.decoding.rules import SelectionRule
+from dasd.errors import DasdError
+
+
+def import_vllm():
+    try:
+        import vllm
+    except ImportError as error:
+        raise DasdError("the vLLM engine needs vLLM, which is not installed: pip install vllm "
+                        "(in a separate environment, it pins its own torch)") from error
+    return vllm
+
+
+def logprob_widths(rule: SelectionRule) -> tuple[int, int]:
+    """(K for the reference drafts, n for base scoring): the rule's top-K and floor(1/tau),
+    at least 3 each so that the base top-3 statistics have their tokens."""
+    k_ref = max(3, getattr(rule, "top_k", 1))
+    tau = getattr(rule, "tau", 1.0)
+    return k_ref, max(3, math.floor(1 / tau + 1e-9))
+
+
+def load_vllm(model: str, max_logprobs: int = 20, **kwargs: Any):
+    """An `LLM` with prefix caching on (draft rollbacks then cost nothing)."""
+    return import_vllm().LLM(model=model, enable_prefix_caching=True,
+                             max_logprobs=max_logprobs, **kwargs)
+
+
+def dense_logprobs(positions: Sequence[dict[int, Any]], vocab_size: int) -> torch.Tensor:
+    """vLLM's per-position {token id: Logprob} dicts as a [P, V] tensor, -inf elsewhere."""
+    out = torch.full((len(positions), vocab_size), -math.inf)
+    for row, entries in enumerate(positions):
+        for token, value in (entries or {}).items():
+            out[row, token] = getattr(value, "logprob", value)
+    return out
+
+
+class VLLMBackend:
+    """`DraftVerifyBackend` on a `vllm.LLM`: the contexts are token lists, the KV cache is
+    vLLM's prefix cache. `sampling_params` defaults to `vllm.SamplingParams`."""
+
+    def __init__(self, llm, ref_prompts: Sequence[Sequence[int]],
+                 base_prompts: Sequence[Sequence[int]], rule: SelectionRule, vocab_size: int,
+                 sampling_params: Callable[..., Any] | None = None) -> None:
+        self.llm, self.vocab_size = llm, vocab_size
+        self.ref = [list(p) for p in ref_prompts]
+        self.base = [list(p) for p in base_prompts]
+        self.params = sampling_params or import_vllm().SamplingParams
+        self.k_ref, self.n_base = logprob_widths(rule)
+
+    def _run(self, prompts: list[list[int]], **params: Any) -> list[Any]:
+        requests = [{"prompt_token_ids": p} for p in prompts]
+        return self.llm.generate(requests, self.params(temperature=0.0, **params),
+                                 use_tqdm=False)
+
+    def draft(self, n_tokens: int) -> Draft:
+        # ignore_eos: every row drafts n_tokens; verify_round stops each at its EOS
+        outputs = self._run(self.ref, max_tokens=n_tokens, logprobs=self.k_ref,
+                            ignore_eos=True, detokenize=False)
+        tokens = torch.zeros((len(outputs), n_tokens), dtype=torch.long)
+        logprobs = torch.full((len(outputs), n_tokens, self.vocab_size), -math.inf)
+        lengths = torch.zeros(len(outputs), dtype=torch.long)
+        for row, output in enumerate(outputs):
+            completion = output.outputs[0]
+            ids = list(completion.token_ids)[:n_tokens]
+            tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            logprobs[row, : len(ids)] = dense_logprobs(completion.logprobs[: len(ids)],
+                                                       self.vocab_size)
+            lengths[row] = len(ids)
+        return Draft(tokens, logprobs, lengths)
+
+    def score(self, draft: Draft) -> torch.Tensor:
+        lengths = draft.lengths.tolist()
+        prompts = [base + draft.tokens[row, :n].tolist()
+                   for row, (base, n) in enumerate(zip(self.base, lengths, strict=True))]
+        outputs = self._run(prompts, max_tokens=1, prompt_logprobs=self.n_base,
+                            detokenize=False)
+        out = torch.full(draft.logprobs.shape, -math.inf)
+        for row, (output, n) in enumerate(zip(outputs, lengths, strict=True)):
+            out[row, :n] = dense_logprobs(output.prompt_logprobs[-n:], self.vocab_size)
+        return out
+
+    def advance(self, emitted: Sequence[Sequence[int]], keep: Sequence[int]) -> None:
+        self.ref = [self.ref[r] + list(emitted[r]) for r in keep]
+        self.base = [self.base[r] + list(emitted[r]) for r in keep]
+
+
+def decode_pairs_vllm(llm, ref_prompts: Sequence[Sequence[int]],
+                      base_prompts: Sequence[Sequence[int]], rule: SelectionRule,
+                      eos_ids: Sequence[int], max_new_tokens: int, vocab_size: int,
+                      on_step: Callable[[int], None] | None = None,
+                      chunk_size: int | None = None,
+                      sampling_params: Callable[..., Any] | None = None) -> list[TokenTrace]:
+    """`decode_pairs` on a vLLM `LLM` (see the module docstring for what is exact)."""
+    if len(ref_prompts) != len(base_prompts):
+        raise ValueError("ref_prompts and base_prompts must have the same length")
+    backend = VLLMBackend(llm, ref_prompts, base_prompts, rule, vocab_size, sampling_params)
+    return run_draft_verify(backend, len(ref_prompts), rule, eos_ids, max_new_tokens,
+                            on_step, chunk_size)

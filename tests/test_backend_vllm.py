@@ -1,0 +1,125 @@
+"""The vLLM adapter, driven by a fake `LLM` that answers like vLLM from a tiny model.
+
+vLLM itself cannot be installed next to this torch; these tests check the adapter's
+requests and its parsing of vLLM-shaped outputs, and that DASD decided from top-K / top-n
+log-probabilities alone gives the step engine's tokens.
+"""
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from dasd.decoding.engine import decode_pairs
+from dasd.decoding.rules import build_rule, ranked_top_k
+from dasd.decoding.vllm_backend import (
+    decode_pairs_vllm,
+    dense_logprobs,
+    import_vllm,
+    logprob_widths,
+)
+from dasd.errors import DasdError
+from tests.conftest import make_model
+from tests.test_draft_verify import PAD, case
+
+
+def top_entries(logprobs: torch.Tensor, k: int, own: int) -> dict[int, SimpleNamespace]:
+    """vLLM's per-position dict: the top-k tokens plus the position's own token."""
+    ids = (ranked_top_k(logprobs[None], k)[0].tolist() if k else []) + [own]
+    return {i: SimpleNamespace(logprob=float(logprobs[i]), rank=None) for i in ids}
+
+
+class FakeLLM:
+    """`LLM.generate` for token-id prompts, greedy, uncached, on a transformers model."""
+
+    def __init__(self, model) -> None:
+        self.model, self.params = model, []
+
+    def _logprobs(self, ids: list[int]) -> torch.Tensor:
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids])).logits[0]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def generate(self, requests, params, use_tqdm=True):
+        assert use_tqdm is False and params.temperature == 0.0
+        self.params.append(params)
+        return [self._one(list(r["prompt_token_ids"]), params) for r in requests]
+
+    def _one(self, ids: list[int], params):
+        prompt_logprobs = None
+        if getattr(params, "prompt_logprobs", None):
+            lp = self._logprobs(ids)
+            prompt_logprobs = [None] + [top_entries(lp[i - 1], params.prompt_logprobs, ids[i])
+                                        for i in range(1, len(ids))]
+        tokens, logprobs = [], []
+        for _ in range(params.max_tokens):
+            lp = self._logprobs(ids)[-1]
+            token = int(lp.argmax())
+            tokens.append(token)
+            logprobs.append(top_entries(lp, getattr(params, "logprobs", None) or 0, token))
+            ids.append(token)
+        completion = SimpleNamespace(token_ids=tokens, logprobs=logprobs)
+        return SimpleNamespace(outputs=[completion], prompt_logprobs=prompt_logprobs)
+
+
+def sampling_params(**kwargs):
+    return SimpleNamespace(**kwargs)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4, 6])
+@pytest.mark.parametrize("method, settings", [("dasd", {}), ("dasd", {"fallback": "base"}),
+                                              ("dasd", {"top_k": 9, "tau": 0.1}), ("sd", {})])
+def test_vllm_adapter_gives_the_step_engines_tokens(seed, method, settings, one_thread):
+    model, refs, bases, eos_ids, max_new = case(seed)
+    rule = build_rule(method, **settings)
+    expected = decode_pairs(model, refs, bases, rule, eos_ids, max_new, PAD)
+    llm = FakeLLM(model)
+    got = decode_pairs_vllm(llm, refs, bases, rule, eos_ids, max_new,
+                            vocab_size=model.config.vocab_size, chunk_size=None,
+                            sampling_params=sampling_params)
+    for g, e in zip(got, expected, strict=True):
+        assert g.token_ids == e.token_ids
+        assert g.categories == e.categories
+        assert g.finish_reason == e.finish_reason
+        assert g.p_base == pytest.approx(e.p_base, rel=1e-5)
+        if settings.get("fallback") != "base":  # a base-fallback token may lie outside ref top-K
+            assert g.p_ref == pytest.approx(e.p_ref, rel=1e-5)
+            assert g.ref_rank == e.ref_rank
+    k_ref, n_base = logprob_widths(rule)
+    drafts = [p for p in llm.params if getattr(p, "logprobs", None)]
+    scores = [p for p in llm.params if getattr(p, "prompt_logprobs", None)]
+    assert drafts and len(drafts) == len(scores)
+    assert all(p.logprobs == k_ref and p.ignore_eos for p in drafts)
+    assert all(p.prompt_logprobs == n_base and p.max_tokens == 1 for p in scores)
+
+
+def test_logprob_widths_follow_top_k_and_tau():
+    assert logprob_widths(build_rule("dasd")) == (6, 5)                    # K 6, floor(1/0.2)
+    assert logprob_widths(build_rule("dasd", top_k=9, tau=0.1)) == (9, 10)
+    assert logprob_widths(build_rule("dasd", top_k=2, tau=1 / 3)) == (3, 3)
+    assert logprob_widths(build_rule("dasd", tau=0.45)) == (6, 3)          # base top-3 stats
+    assert logprob_widths(build_rule("base")) == (3, 3)
+
+
+def test_dense_logprobs_fills_known_tokens_only():
+    out = dense_logprobs([{2: SimpleNamespace(logprob=-0.5), 0: -1.5}, None], vocab_size=4)
+    assert out[0].tolist() == [-1.5, float("-inf"), -0.5, float("-inf")]
+    assert out[1].tolist() == [float("-inf")] * 4
+
+
+def test_missing_vllm_is_one_line_naming_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm now raises ImportError
+    with pytest.raises(DasdError, match="pip install vllm") as error:
+        import_vllm()
+    assert "\n" not in str(error.value)
+
+
+def test_adapter_refuses_rules_without_the_guarantee():
+    class Sampling:
+        def select(self, ref_logprobs, base_logprobs): ...
+
+    llm = FakeLLM(make_model(32, seed=0, eos_id=1))
+    with pytest.raises(DasdError, match="draft-verify"):
+        decode_pairs_vllm(llm, [[4, 5]], [[6]], Sampling(), [1], 5, vocab_size=32,
+                          sampling_params=sampling_params)
