@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from dasd.errors import DasdError
-from dasd.evaluation.evaluate import EvalConfig, evaluate, generate_batch, generate_greedy
+from dasd.evaluation.evaluate import (
+    EvalConfig,
+    evaluate,
+    generate_batch,
+    generate_greedy,
+    pass_at_k,
+)
 from dasd.records import read_jsonl
 from dasd.tasks import get_task
 from tests.conftest import make_model, make_tokenizer
@@ -235,5 +241,105 @@ def test_bad_adapter_path_is_a_one_line_error(tmp_path, make_dir, message):
                                              ({"limit": 0}, "limit"),
                                              ({"adapter": " "}, "adapter")])
 def test_bad_settings_are_refused(values, message):
+    with pytest.raises(DasdError, match=message):
+        EvalConfig(**values)
+
+
+@pytest.mark.parametrize("n, c, k, expected", [
+    (4, 1, 1, 0.25),              # pass@1 = c / n
+    (4, 1, 2, 1 - 3 / 6),         # 1 - C(3,2)/C(4,2)
+    (5, 2, 3, 1 - 1 / 10),        # 1 - C(3,3)/C(5,3)
+    (4, 0, 4, 0.0), (4, 1, 4, 1.0), (4, 4, 2, 1.0),  # n == k: any correct answer passes
+])
+def test_pass_at_k_unbiased_estimator_by_hand(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+class SampledScriptedModel(ScriptedModel):
+    """Returns `num_return_sequences` replies per prompt, prompt-major, like `generate`;
+    `reply(example, j)` writes the j-th."""
+
+    def generate(self, input_ids, attention_mask, generation_config):
+        n = generation_config.num_return_sequences
+        assert generation_config.do_sample
+        replies = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+            text = self.tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+            example = next(e for e in self.examples if e.question in text)
+            for j in range(n):
+                tokens = self.tokenizer.encode(self.reply(example, j), add_special_tokens=False)
+                replies.append(tokens + [self.tokenizer.eos_token_id])
+        width = max(map(len, replies))
+        pad = generation_config.pad_token_id
+        padded = [r + [pad] * (width - len(r)) for r in replies]
+        return torch.cat([input_ids.repeat_interleave(n, dim=0),
+                          torch.tensor(padded, dtype=torch.long)], dim=1)
+
+
+def test_sampled_eval_reports_avg_and_pass_at_k_per_level(tmp_path):
+    # A level-L problem gets its first L - 1 of 4 samples right (c = 0, 1, 2, 3, 4).
+    def reply(example, j):
+        return f"The answer is {example.answer if j < example.level - 1 else -1}."
+
+    tokenizer = make_tokenizer()
+    examples = get_task("arith").load("test", limit=10)  # levels 1..5, twice
+    model = SampledScriptedModel(tokenizer, examples, reply)
+    config = EvalConfig(task="arith", split="test", limit=10, batch_size=3, samples=4,
+                        temperature=1.0, pass_k=2, out=str(tmp_path / "s.jsonl"))
+    summary = evaluate(config, model, tokenizer)
+    # pass@2 with n = 4: c=0 -> 0; c=1 -> 1 - C(3,2)/C(4,2) = 0.5; c=2 -> 1 - 1/6; c>=3 -> 1
+    by_hand = {"1": (0.0, 0.0), "2": (0.25, 0.5), "3": (0.5, 5 / 6), "4": (0.75, 1.0),
+               "5": (1.0, 1.0)}
+    for level, (avg, passed) in by_hand.items():
+        stats = summary["per_level"][level]
+        assert stats["n"] == 2 and stats["correct"] == 2 * 4 * avg
+        assert stats["avg@k"] == pytest.approx(avg) and stats["accuracy"] == pytest.approx(avg)
+        assert stats["pass@k"] == pytest.approx(passed)
+    assert summary["avg@k"] == pytest.approx(0.5)
+    assert summary["pass@k"] == pytest.approx((0 + 0.5 + 5 / 6 + 1 + 1) / 5)
+    assert summary["samples"] == 4 and summary["pass_k"] == 2
+    rows = read_jsonl(config.out)
+    assert all(len(r["samples"]) == 4 for r in rows)
+    assert [r["n_correct"] for r in rows] == [0, 1, 2, 3, 4] * 2
+
+
+def sampled(tmp_path, model, tokenizer, name, **kw):
+    config = EvalConfig(task="arith", limit=3, batch_size=2, max_new_tokens=10,
+                        out=str(tmp_path / f"{name}.jsonl"), **kw)
+    summary = evaluate(config, model, tokenizer)
+    return summary, read_jsonl(config.out)
+
+
+def test_seeded_sampled_eval_is_reproducible(tmp_path, tiny_model, tokenizer):
+    settings = dict(samples=3, temperature=2.0)
+    _, first = sampled(tmp_path, tiny_model, tokenizer, "a", **settings)
+    _, again = sampled(tmp_path, tiny_model, tokenizer, "b", **settings)
+    _, other = sampled(tmp_path, tiny_model, tokenizer, "c", sample_seed=1, **settings)
+
+    def answers(rows):
+        return [[s["response"] for s in r["samples"]] for r in rows]
+
+    assert answers(first) == answers(again)
+    assert answers(first) != answers(other)
+    assert any(len(set(a)) > 1 for a in answers(first)), "samples should differ at T=2"
+
+
+def test_one_sample_at_temperature_zero_is_greedy(tmp_path, tiny_model, tokenizer):
+    summary, rows = sampled(tmp_path, tiny_model, tokenizer, "g", samples=1, temperature=0.0)
+    assert "avg@k" not in summary and "samples" not in rows[0]
+    # top-k 1 sampling is argmax decoding: the one sample equals the greedy answer.
+    summary_k1, rows_k1 = sampled(tmp_path, tiny_model, tokenizer, "k1", samples=1,
+                                  temperature=1.0, top_k=1)
+    assert [r["response"] for r in rows_k1] == [r["response"] for r in rows]
+    assert summary_k1["avg@k"] == summary["accuracy"]
+
+
+@pytest.mark.parametrize("values, message", [({"samples": 0}, "samples"),
+                                             ({"samples": 4}, "temperature 0 is greedy"),
+                                             ({"samples": 4, "temperature": 1, "pass_k": 5},
+                                              "pass_k"),
+                                             ({"temperature": 1, "top_p": 0}, "top_p"),
+                                             ({"temperature": -1}, "temperature")])
+def test_bad_sampling_settings_are_refused(values, message):
     with pytest.raises(DasdError, match=message):
         EvalConfig(**values)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,7 +18,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from dasd import __version__
-from dasd.config import add_config_arguments, config_from_args
+from dasd.config import add_config_arguments, config_from_args, load_yaml
 from dasd.errors import DasdError
 from dasd.progress import console
 
@@ -62,12 +64,20 @@ def print_train_summary(summary: dict[str, Any]) -> None:
 def print_eval_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['model']} + {summary['adapter'] or 'no adapter'} on "
                         f"{summary['task']}/{summary['split']}  ->  {summary['output']}")
+    sampled = "avg@k" in summary
     table.add_column("level")
-    table.add_column("accuracy", justify="right")
+    table.add_column(f"avg@{summary['samples']}" if sampled else "accuracy", justify="right")
+    if sampled:
+        table.add_column(f"pass@{summary['pass_k']}", justify="right")
     table.add_column("problems", justify="right")
+
+    def cells(stats: dict[str, Any]) -> list[str]:
+        extra = [f"{stats['pass@k']:.3f}"] if sampled else []
+        return [f"{stats['accuracy']:.3f}", *extra, str(stats["n"])]
+
     for level, stats in summary["per_level"].items():
-        table.add_row(level, f"{stats['accuracy']:.3f}", str(stats["n"]))
-    table.add_row("all", f"{summary['accuracy']:.3f}", str(summary["n"]), style="bold")
+        table.add_row(level, *cells(stats))
+    table.add_row("all", *cells(summary), style="bold")
     results.print(table)
 
 
@@ -93,10 +103,70 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     print_generate_summary(generate(config_from_args(GenerateConfig, args)))
 
 
+def print_onpolicy_summary(summary: dict[str, Any]) -> None:
+    def num(key: str, digits: int = 4) -> str:
+        return "-" if summary.get(key) is None else f"{summary[key]:.{digits}f}"
+
+    results.print(f"{summary['method']} ({summary['paper']}): {summary['prompts']} prompts, "
+                  f"{summary['steps']} steps, {summary['rollouts']} rollouts of "
+                  f"{num('mean_rollout_tokens', 0)} tokens on average; loss "
+                  f"{num('train_loss_first')} -> {num('train_loss_last')} (min "
+                  f"{num('train_loss_min')}), divergence {num('divergence_first')} -> "
+                  f"{num('divergence_last')}; {num('seconds_per_step', 1)} s/step; "
+                  f"adapter: {summary['output']}")
+
+
+def _train_method(args: argparse.Namespace) -> str:
+    """`--method`, else `method:` in the `--config` YAML, else sft."""
+    method = getattr(args, "method", None)
+    if method is None and getattr(args, "config", None):
+        method = load_yaml(args.config).get("method")
+    return str(method or "sft")
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
+    from dasd.training.onpolicy import METHODS
+
+    method = _train_method(args)
+    if method in METHODS:
+        from dasd.training.onpolicy import OnPolicyConfig, train_onpolicy
+
+        print_onpolicy_summary(train_onpolicy(config_from_args(OnPolicyConfig, args)))
+        return
+    if method != "sft":
+        raise DasdError(f"unknown training method '{method}': choose sft (SFT on --data rows) "
+                        f"or an on-policy method: {', '.join(METHODS)}")
     from dasd.training import TrainConfig, train
 
     print_train_summary(train(config_from_args(TrainConfig, args)))
+
+
+def _train_flags() -> type:
+    """`dasd train` takes the flags of SFT (`TrainConfig`) and of the on-policy methods
+    (`OnPolicyConfig`); `--method` decides which of the two the values are parsed into, so
+    each config still refuses keys it does not know. A flag both share shows both helps."""
+    from dasd.training import TrainConfig
+    from dasd.training.onpolicy.config import OnPolicyConfig
+
+    specs: dict[str, tuple[str, Any, Any]] = {"method": ("method", str, field(
+        default="sft", metadata={"help": "sft: LoRA SFT on --data rows; on-policy (rollouts "
+                                         "from --task): opsd, pw-opsd, da-opsd"}))}
+    for cls in (TrainConfig, OnPolicyConfig):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            help_text = f.metadata.get("help", "")
+            if f.name not in specs:
+                default = None if f.default is dataclasses.MISSING else f.default
+                specs[f.name] = (f.name, hints[f.name], field(default=default,
+                                                              metadata={"help": help_text}))
+                continue
+            _, tp, first = specs[f.name]
+            if f.name != "method" and help_text != first.metadata["help"]:
+                own = "" if f.default in (first.default, dataclasses.MISSING) else \
+                    f" [on-policy default: {f.default}]"
+                both = f"sft: {first.metadata['help']}; on-policy: {help_text}{own}"
+                specs[f.name] = (f.name, tp, field(default=first.default, metadata={"help": both}))
+    return dataclasses.make_dataclass("TrainFlags", list(specs.values()))
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -152,9 +222,10 @@ def _config_cls(module: str, name: str) -> Callable[[], type]:
 COMMANDS: dict[str, tuple[str, Callable[[], type], Callable[[argparse.Namespace], None]]] = {
     "generate": ("decode a task split with dasd, sd or base; write JSONL + summary",
                  _config_cls("dasd.decoding.generate", "GenerateConfig"), _cmd_generate),
-    "train": ("LoRA SFT (TRL) on the correct rows of generated JSONL files",
-              _config_cls("dasd.training", "TrainConfig"), _cmd_train),
-    "eval": ("greedy accuracy of a model (optionally + LoRA adapter) on a task split",
+    "train": ("LoRA training with TRL: SFT on the correct rows of generated JSONL files, or "
+              "on-policy self-distillation (--method opsd|pw-opsd|da-opsd)",
+              _train_flags, _cmd_train),
+    "eval": ("accuracy (greedy, or Avg@k / pass@k sampled) of a model (+ LoRA adapter)",
              _config_cls("dasd.evaluation.evaluate", "EvalConfig"), _cmd_eval),
     "run": ("the whole comparison from one YAML: generate, train, evaluate, results table",
             _config_cls("dasd.run", "RunConfig"), _cmd_run),

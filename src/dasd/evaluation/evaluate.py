@@ -5,12 +5,18 @@ decoding with `model.generate` in fixed batches; the answer goes through the tas
 checker (`task.check`), the same path that filters generated data. Writes one JSON line
 per problem (flushed per batch; rerunning resumes), a resolved config
 `<out>.config.yaml` and a summary `<out>.summary.json` beside the output.
+
+With `samples` n > 1 (or `temperature` > 0) each problem gets n seeded samples instead:
+the summary then reports Avg@n (mean accuracy over the samples, what the on-policy papers
+report; also the `accuracy`) and pass@k (Chen et al. 2021's unbiased estimator, k <= n),
+overall and per level; each row keeps every sample under `samples`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,14 +44,57 @@ class EvalConfig(DecodeStageConfig):
         "help": "directory of a PEFT LoRA adapter saved by `dasd train` (merged before decoding)"})
     out: str | None = field(default=None, metadata={
         "help": "output JSONL (default: runs/<task>/eval-<adapter dir name, or 'base'>.jsonl)"})
+    samples: int = field(default=1, metadata={
+        "help": "answers per problem, n; > 1 samples them and reports Avg@n and pass@k "
+                "(1 with temperature 0: greedy accuracy)"})
+    temperature: float = field(default=0.0, metadata={
+        "help": "sampling temperature; 0 = greedy (needs samples 1)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling, in (0, 1]"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling, 0 = off"})
+    pass_k: int | None = field(default=None, metadata={
+        "help": "k of pass@k, 1 <= k <= samples (default: samples)"})
+    sample_seed: int = field(default=0, metadata={
+        "help": "seed of the sampled answers (`seed` chooses the arith problems)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.adapter is not None and not str(self.adapter).strip():
             raise DasdError("adapter is empty: give an adapter directory or leave it unset")
+        self._check_sampling()
         if self.out is None:
             name = Path(self.adapter).name if self.adapter else "base"
             self.out = f"runs/{self.task}/eval-{name}.jsonl"
+
+    def _check_sampling(self) -> None:
+        if self.samples < 1:
+            raise DasdError(f"samples must be >= 1; got {self.samples}")
+        if self.temperature < 0:
+            raise DasdError(f"temperature must be >= 0 (0 = greedy); got {self.temperature}")
+        if self.temperature == 0 and self.samples > 1:
+            raise DasdError(f"temperature 0 is greedy, so the {self.samples} samples would be "
+                            "identical: set --temperature (e.g. 0.6) or --samples 1")
+        if not 0 < self.top_p <= 1:
+            raise DasdError(f"top_p must be in (0, 1]; got {self.top_p}")
+        if self.top_k < 0:
+            raise DasdError(f"top_k must be >= 0 (0 = off); got {self.top_k}")
+        if self.pass_k is None:
+            self.pass_k = self.samples
+        if not 1 <= self.pass_k <= self.samples:
+            raise DasdError(f"pass_k must be in [1, samples={self.samples}]; got {self.pass_k}")
+
+    @property
+    def sampling(self) -> bool:
+        return self.temperature > 0
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): the chance that k of the n answers, drawn
+    without replacement, include one of the c correct ones: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise DasdError(f"pass@k needs 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def check_adapter_dir(path: str | Path) -> Path:
@@ -134,38 +183,71 @@ def _cut_at_eos(new_ids: list[int], eos_ids: list[int]) -> tuple[list[int], str]
     return new_ids, "length"
 
 
-def make_row(config: EvalConfig, task: Task, example: Example, prompt: str,
-             token_ids: list[int], finish_reason: str, tokenizer) -> dict[str, Any]:
+def score(task: Task, example: Example, token_ids: list[int], finish_reason: str,
+          tokenizer) -> dict[str, Any]:
+    """One answer through the task's checker: response text, extracted answer, verdict."""
     response = tokenizer.decode(token_ids, skip_special_tokens=True)
     check = task.check(response, example)
+    return {"response": response, "extracted_answer": check.extracted,
+            "answer_how": check.how, "correct": check.correct,
+            "finish_reason": finish_reason, "n_tokens": len(token_ids)}
+
+
+def make_row(config: EvalConfig, task: Task, example: Example, prompt: str,
+             token_ids: list[int], finish_reason: str, tokenizer) -> dict[str, Any]:
+    scored = score(task, example, token_ids, finish_reason, tokenizer)
     return {
         "id": example.id, "task": config.task, "split": config.split, "level": example.level,
-        "prompt": prompt, "response": response,
-        "extracted_answer": check.extracted, "answer_how": check.how,
-        "gold_answer": example.answer, "correct": check.correct,
+        "prompt": prompt, "response": scored["response"],
+        "extracted_answer": scored["extracted_answer"], "answer_how": scored["answer_how"],
+        "gold_answer": example.answer, "correct": scored["correct"],
         "finish_reason": finish_reason, "n_tokens": len(token_ids),
     }
 
 
-def summarize_eval(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy overall and per level (with counts), response lengths, capped responses."""
-    by_level: dict[str, list[bool]] = defaultdict(list)
+def make_sampled_row(config: EvalConfig, task: Task, example: Example, prompt: str,
+                     answers: list[tuple[list[int], str]], tokenizer) -> dict[str, Any]:
+    """The row of the first sample (same fields as greedy), plus every sample's verdict."""
+    row = make_row(config, task, example, prompt, *answers[0], tokenizer)
+    row["samples"] = [score(task, example, ids, reason, tokenizer) for ids, reason in answers]
+    row["n_correct"] = sum(sample["correct"] for sample in row["samples"])
+    return row
+
+
+def _accuracy(rows: list[dict[str, Any]], pass_k: int | None) -> dict[str, Any]:
+    """n, correct and accuracy; for sampled rows accuracy is Avg@n, with pass@k beside it."""
+    n = len(rows)
+    if not any("samples" in row for row in rows):
+        correct = sum(row["correct"] for row in rows)
+        return {"n": n, "correct": correct, "accuracy": correct / n if n else 0.0}
+    counts = [(len(row["samples"]), row["n_correct"]) for row in rows]
+    k = pass_k or min(m for m, _ in counts)
+    avg = sum(c / m for m, c in counts) / n
+    return {"n": n, "correct": sum(c for _, c in counts), "accuracy": avg, "avg@k": avg,
+            "pass@k": sum(pass_at_k(m, c, k) for m, c in counts) / n}
+
+
+def summarize_eval(rows: list[dict[str, Any]], pass_k: int | None = None) -> dict[str, Any]:
+    """Accuracy overall and per level (with counts), response lengths, capped responses.
+
+    Rows with `samples` add Avg@n (= `accuracy`) and pass@k (`pass_k`, default n)."""
+    by_level: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        by_level[str(row["level"]) if row["level"] is not None else "none"].append(row["correct"])
-    n, correct = len(rows), sum(row["correct"] for row in rows)
+        by_level[str(row["level"]) if row["level"] is not None else "none"].append(row)
+    n = len(rows)
     tokens = sum(row["n_tokens"] for row in rows)
     levels = sorted(by_level, key=lambda k: (k == "none", int(k) if k != "none" else 0))
     return {
-        "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
-        "per_level": {k: {"n": len(by_level[k]), "correct": sum(by_level[k]),
-                          "accuracy": sum(by_level[k]) / len(by_level[k])} for k in levels},
+        **_accuracy(rows, pass_k),
+        "per_level": {k: _accuracy(by_level[k], pass_k) for k in levels},
         "mean_response_tokens": tokens / n if n else 0.0,
         "length_capped": sum(row["finish_reason"] == "length" for row in rows),
     }
 
 
 def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
-    """Greedy accuracy of `config.model` (+ adapter) on a task split; returns the summary.
+    """Accuracy of `config.model` (+ adapter) on a task split, greedy or sampled (Avg@n,
+    pass@k); returns the summary.
 
     A given `model`/`tokenizer` is used instead of loading `config.model` (tests, or a
     caller that already holds it); with `config.adapter` set it is merged into that model.
@@ -183,7 +265,9 @@ def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
                                       out)
     rows = finished_rows(out, examples)
     summary = {"task": config.task, "split": config.split, "model": config.model,
-               "adapter": config.adapter, **summarize_eval(rows), "new_tokens": tokens,
+               "adapter": config.adapter, **_sampling_settings(config),
+               **summarize_eval(rows, config.pass_k if config.sampling else None),
+               "new_tokens": tokens,
                "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else None,
                "output": str(out)}
     sidecar(out, "summary.json").write_text(json.dumps(summary, indent=2))
@@ -198,18 +282,44 @@ def _decode_missing(config: EvalConfig, task: Task, template, examples: list[Exa
     remaining = sum(map(len, todo))
     label = f"eval {Path(config.adapter).name if config.adapter else 'base'} on " \
             f"{config.task}/{config.split}"
+    position = {e.id: i for i, e in enumerate(examples)}
     total_tokens, start = 0, time.perf_counter()
     with progress_bar(label, total=remaining, initial=len(examples) - remaining) as bar:
         for batch in todo:
             prompts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs)[0]
                        for e in batch]
-            results = generate_greedy(model, tokenizer, [encode(tokenizer, p) for p in prompts],
-                                      config.max_new_tokens, eos)
-            rows = [make_row(config, task, e, p, ids, reason, tokenizer)
-                    for e, p, (ids, reason) in zip(batch, prompts, results, strict=True)]
+            ids = [encode(tokenizer, p) for p in prompts]
+            if config.sampling:
+                answers = sample_answers(config, model, tokenizer, ids, eos,
+                                         seed=config.sample_seed + position[batch[0].id])
+                rows = [make_sampled_row(config, task, e, p, a, tokenizer)
+                        for e, p, a in zip(batch, prompts, answers, strict=True)]
+            else:
+                results = generate_greedy(model, tokenizer, ids, config.max_new_tokens, eos)
+                rows = [make_row(config, task, e, p, answer, reason, tokenizer)
+                        for e, p, (answer, reason) in zip(batch, prompts, results, strict=True)]
             append_rows(out, rows)
-            batch_tokens = sum(row["n_tokens"] for row in rows)
+            batch_tokens = sum(sum(a["n_tokens"] for a in row.get("samples", [row]))
+                               for row in rows)
             total_tokens += batch_tokens
             bar.add_tokens(batch_tokens)
             bar.advance(len(batch))
     return total_tokens, time.perf_counter() - start
+
+
+def sample_answers(config: EvalConfig, model, tokenizer, prompts_ids: list[list[int]],
+                   eos_ids: list[int], seed: int) -> list[list[tuple[list[int], str]]]:
+    """`config.samples` seeded samples per prompt, grouped by prompt."""
+    n = config.samples
+    flat = generate_batch(model, tokenizer, prompts_ids, config.max_new_tokens, eos_ids,
+                          do_sample=True, temperature=config.temperature, top_p=config.top_p,
+                          top_k=config.top_k, num_return_sequences=n, seed=seed)
+    return [flat[i * n:(i + 1) * n] for i in range(len(prompts_ids))]
+
+
+def _sampling_settings(config: EvalConfig) -> dict[str, Any]:
+    if not config.sampling:
+        return {}
+    return {"samples": config.samples, "pass_k": config.pass_k,
+            "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
+            "sample_seed": config.sample_seed}

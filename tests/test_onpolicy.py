@@ -1,0 +1,165 @@
+"""On-policy trainers: a few steps of each method on a tiny model, the privileged teacher,
+the output folder, config checks, the shipped YAMLs and the command line."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dasd.cli import main
+from dasd.config import build_config, load_yaml
+from dasd.errors import DasdError
+from dasd.evaluation.evaluate import apply_adapter
+from dasd.tasks import get_task
+from dasd.tasks.prompts import render_prompts
+from dasd.training.onpolicy import METHODS, OnPolicyConfig, train_onpolicy
+from dasd.training.onpolicy.trainer import build_dataset, build_trainer
+from tests.conftest import make_model, make_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CONFIGS = sorted(Path(__file__).parent.parent.glob("configs/opsd*.yaml"))
+
+
+def tiny(tokenizer):
+    return make_model(len(tokenizer), eos_id=tokenizer.eos_token_id, eos_bias=0.5).float()
+
+
+def fast(out, **overrides) -> OnPolicyConfig:
+    values = dict(limit=4, max_new_tokens=6, batch_size=2, max_steps=3, lora_r=4,
+                  lora_alpha=8, learning_rate=1e-2, out=str(out))
+    return OnPolicyConfig(**{**values, **overrides})
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_trains_and_saves_a_loadable_adapter(tmp_path, method):
+    tokenizer = make_tokenizer()
+    model = tiny(tokenizer)
+    fresh = copy.deepcopy(model)
+    out = tmp_path / method
+    summary = train_onpolicy(fast(out, method=method), model, tokenizer)
+    assert summary["steps"] == 3 and summary["method"] == method
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [row["loss"] for row in log if "loss" in row]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert all("divergence" in row for row in log if "loss" in row)
+    assert summary["seconds_per_step"] > 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["method"] == method and saved["learning_rate"] == 1e-2
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 3
+    merged = apply_adapter(fresh, out)  # the `dasd eval --adapter` path
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert not torch.allclose(merged(ids).logits, tiny(tokenizer)(ids).logits)
+
+
+def test_teacher_is_the_frozen_model_on_the_reference_prompt(tmp_path):
+    tokenizer = make_tokenizer()
+    model = tiny(tokenizer)
+    base = copy.deepcopy(model).eval()
+    config = fast(tmp_path / "t", limit=2)
+    dataset = build_dataset(config, tokenizer)
+    trainer = build_trainer(config, model, tokenizer, dataset)
+    with torch.no_grad():  # a trained-looking adapter: LoRA B starts at zero
+        for name, param in trainer.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    batch = trainer._prepare_training_batch([dataset[0], dataset[1]])
+    logits = trainer._compute_teacher_student_logits(trainer.model, trainer.teacher_model, batch)
+
+    example = get_task("arith").load("train", limit=1)[0]
+    _, reference = render_prompts(tokenizer, get_task("arith").prompts, example)
+    completion = batch["completion_ids"][0][batch["completion_mask"][0].bool()].tolist()
+    teacher_row = batch["teacher_input_ids"][0][batch["teacher_attention_mask"][0].bool()]
+    assert tokenizer.decode(teacher_row.tolist()) == reference + tokenizer.decode(completion)
+
+    # Teacher = base weights (adapter off) on reference + rollout, scaled by temperature.
+    width = batch["completion_ids"].shape[1]
+    with torch.no_grad():
+        expected = base(input_ids=batch["teacher_input_ids"],
+                        attention_mask=batch["teacher_attention_mask"]).logits
+    expected = expected[:, -width - 1:-1] / config.temperature
+    keep = logits.loss_mask.bool()
+    assert torch.allclose(logits.teacher_logits[keep], expected[keep], atol=1e-4)
+    # The student sees the question only, with the adapter on: different distributions.
+    assert not torch.allclose(logits.student_logits[keep], logits.teacher_logits[keep],
+                              atol=1e-2)
+
+
+def test_method_defaults_fill_unset_fields_and_explicit_values_win():
+    pw = OnPolicyConfig(method="pw-opsd")
+    assert (pw.learning_rate, pw.max_grad_norm, pw.beta) == (5e-6, 0.1, 0.0)
+    opsd = OnPolicyConfig(method="opsd")
+    assert (opsd.learning_rate, opsd.beta, opsd.lora_r, opsd.lora_alpha) == (2e-4, 0.5, 64, 128)
+    assert (opsd.temperature, opsd.top_p, opsd.top_k, opsd.clip) == (1.1, 0.95, 20, 0.05)
+    assert OnPolicyConfig(method="pw-opsd", learning_rate=1e-4).learning_rate == 1e-4
+    assert OnPolicyConfig(method="da-opsd").out == "runs/arith/train/da-opsd"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"method": "opsdd"}, "did you mean 'opsd'"),
+    ({"beta": 1.5}, "beta must be in"),
+    ({"clip": 0.0}, "clip must be > 0"),
+    ({"top_p": 0.0}, "top_p"),
+    ({"temperature": 0.0}, "temperature"),
+    ({"da_rho": -0.1}, "da_rho"),
+    ({"batch_size": 3, "num_generations": 2}, "multiple of num_generations"),
+    ({"max_steps": 0}, "max_steps"),
+])
+def test_bad_settings_are_one_line_errors(values, message):
+    with pytest.raises(DasdError, match=message) as err:
+        OnPolicyConfig(**values)
+    assert "\n" not in str(err.value)
+
+
+def test_over_long_teacher_prompt_is_refused_not_truncated(tmp_path):
+    with pytest.raises(DasdError, match="max_prompt_length 50"):
+        build_dataset(fast(tmp_path, max_prompt_length=50), make_tokenizer())
+
+
+def test_existing_adapter_needs_overwrite(tmp_path):
+    (tmp_path / "adapter_model.safetensors").write_text("x")
+    with pytest.raises(DasdError, match="--overwrite"):
+        train_onpolicy(fast(tmp_path), tiny(make_tokenizer()), make_tokenizer())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_yaml_configs_load(path):
+    config = build_config(OnPolicyConfig, load_yaml(path))
+    assert config.method in METHODS and config.max_steps > 0
+
+
+def test_configs_exist_for_every_method():
+    assert {build_config(OnPolicyConfig, load_yaml(p)).method for p in CONFIGS} == set(METHODS)
+
+
+def test_command_line_picks_the_method_from_yaml_and_refuses_unknown_ones(tmp_path, capsys):
+    tokenizer = make_tokenizer()
+    tiny(tokenizer).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    settings = {"method": "da-opsd", "model": str(tmp_path / "m"), "limit": 2,
+                "max_new_tokens": 4, "batch_size": 2, "max_steps": 2, "lora_r": 2,
+                "lora_alpha": 4}
+    (tmp_path / "da.yaml").write_text(yaml.safe_dump(settings))
+    out = tmp_path / "da"
+    assert main(["train", "--config", str(tmp_path / "da.yaml"), "--out", str(out)]) == 0
+    assert (out / "adapter_model.safetensors").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "da-opsd"
+    assert "da-opsd" in capsys.readouterr().out
+    assert main(["train", "--method", "grpo", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown training method 'grpo'" in capsys.readouterr().err
+
+
+def test_command_line_without_method_is_still_sft_on_data(tmp_path):
+    from tests.test_training import make_row, write_rows
+
+    tokenizer = make_tokenizer()
+    tiny(tokenizer).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    data = write_rows(tmp_path / "rows.jsonl", [make_row(tokenizer, i) for i in range(4)])
+    out = tmp_path / "sft"
+    assert main(["train", "--model", str(tmp_path / "m"), "--data", data, "--max-steps", "1",
+                 "--lora-r", "2", "--lora-alpha", "4", "--out", str(out)]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 1 and summary["data"] == [data] and "method" not in summary
