@@ -220,7 +220,7 @@ def _config_cls(module: str, name: str) -> Callable[[], type]:
 
 
 COMMANDS: dict[str, tuple[str, Callable[[], type], Callable[[argparse.Namespace], None]]] = {
-    "generate": ("decode a task split with dasd, sd or base; write JSONL + summary",
+    "generate": ("decode a task split with dasd, sd, base or hint; write JSONL + summary",
                  _config_cls("dasd.decoding.generate", "GenerateConfig"), _cmd_generate),
     "train": ("LoRA training with TRL: SFT on the correct rows of generated JSONL files, or "
               "on-policy self-distillation (--method opsd|pw-opsd|da-opsd)",

@@ -223,7 +223,8 @@ class DecodeStageConfig:
     limit: int | None = field(default=None, metadata={"help": "use the first N examples"})
     levels: list[int] | None = field(default=None, metadata={
         "help": "only examples at these difficulty levels, e.g. 1 or 4,5 (before --limit)"})
-    seed: int = field(default=0, metadata={"help": "seed of generated tasks (arith)"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of generated tasks (arith) and of sampling rules (hint)"})
     max_new_tokens: int = field(default=256, metadata={
         "help": "response length limit; capped responses are counted in the summary"})
     batch_size: int = field(default=16, metadata={"help": "examples decoded together"})
