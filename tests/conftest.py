@@ -64,3 +64,24 @@ def tokenizer() -> PreTrainedTokenizerFast:
 @pytest.fixture
 def tiny_model(tokenizer) -> LlamaForCausalLM:
     return make_model(len(tokenizer), eos_id=tokenizer.eos_token_id, eos_bias=0.5)
+
+
+TASK_MODULES_WITH_HUB = ("gsm8k", "math", "arc", "mbpp")
+
+
+def write_jsonl(path, rows: list[dict]):
+    """Write `rows` as UTF-8 JSON lines to `path` and return it."""
+    import json
+
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if any task tries the hub."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the hub was contacted although a local path was given")
+
+    for module in TASK_MODULES_WITH_HUB:
+        monkeypatch.setattr(f"dasd.tasks.{module}.load_hub_rows", refuse)

@@ -13,7 +13,7 @@ from dasd.errors import DasdError
 from dasd.tasks import AnswerCheck, get_task
 from dasd.tasks.arc import HUB_CONFIG, HUB_ID, ARCTask, reference_solution
 from dasd.tasks.prompts import CHOICE_PROMPTS, check_template, render_prompts
-from tests.conftest import make_tokenizer
+from tests.conftest import make_tokenizer, write_jsonl
 
 
 def _arc_data() -> Path:
@@ -44,17 +44,8 @@ FIVE = {"question": "Pick the mammal.",
                     "label": ["A", "B", "C", "D", "E"]}, "answerKey": "C"}
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
-@pytest.fixture
-def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the hub was contacted although a local path was given")
-
-    monkeypatch.setattr("dasd.tasks.arc.load_hub_rows", refuse)
 
 
 def test_registered() -> None:
@@ -64,7 +55,7 @@ def test_registered() -> None:
 
 
 def test_loads_local_file(tmp_path: Path, no_hub: None) -> None:
-    path = _write_jsonl(tmp_path / "arc.jsonl", [PALMS, DIGITS, THREE, FIVE])
+    path = write_jsonl(tmp_path / "arc.jsonl", [PALMS, DIGITS, THREE, FIVE])
     palms, digits, three, five = ARCTask().load("test", path=str(path))
     assert palms.id == "Mercury_SC_415702" and palms.answer == "A" and palms.level is None
     assert palms.question == (
@@ -130,7 +121,7 @@ BAD_ROWS = [
 
 @pytest.mark.parametrize(("row", "message"), BAD_ROWS)
 def test_malformed_row_is_named(tmp_path: Path, row: dict, message: str) -> None:
-    path = _write_jsonl(tmp_path / "arc.jsonl", [PALMS, row])
+    path = write_jsonl(tmp_path / "arc.jsonl", [PALMS, row])
     with pytest.raises(DasdError, match=r"arc.jsonl:2: " + message) as error:
         ARCTask().load("train", path=str(path))
     assert str(error.value).endswith("(1 of 2 ARC rows are malformed; fix or remove them)")
@@ -138,7 +129,7 @@ def test_malformed_row_is_named(tmp_path: Path, row: dict, message: str) -> None
 
 def test_malformed_rows_are_counted(tmp_path: Path) -> None:
     rows = [PALMS, {**PALMS, "answerKey": "Z"}, DIGITS, {"question": "q"}, THREE]
-    path = _write_jsonl(tmp_path / "arc.jsonl", rows)
+    path = write_jsonl(tmp_path / "arc.jsonl", rows)
     with pytest.raises(DasdError) as error:
         ARCTask().load("train", path=str(path))
     message = str(error.value)
@@ -156,7 +147,7 @@ def test_reference_solution() -> None:
 
 
 def test_prompts_show_options_and_only_the_reference_context_the_answer(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "arc.jsonl", [DIGITS])
+    path = write_jsonl(tmp_path / "arc.jsonl", [DIGITS])
     task = ARCTask()
     (example,) = task.load("train", path=str(path))
     base, ref = render_prompts(make_tokenizer(), task.prompts, example)
@@ -173,7 +164,7 @@ def test_prompts_show_options_and_only_the_reference_context_the_answer(tmp_path
 
 
 def test_check_uses_the_labels_and_options(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "arc.jsonl", [PALMS, DIGITS])
+    path = write_jsonl(tmp_path / "arc.jsonl", [PALMS, DIGITS])
     task = ARCTask()
     palms, digits = task.load("train", path=str(path))
     assert task.check("Friction... The answer is (A).", palms).correct
@@ -208,7 +199,7 @@ def test_generate_stage_runs_on_arc(tmp_path: Path, tiny_model, tokenizer, one_t
     """The whole generate stage takes ARC rows: options in both prompts, labels as gold."""
     from dasd.decoding.generate import GenerateConfig, generate
 
-    data = _write_jsonl(tmp_path / "arc.jsonl", [PALMS, DIGITS])
+    data = write_jsonl(tmp_path / "arc.jsonl", [PALMS, DIGITS])
     out = tmp_path / "gen.jsonl"
     config = GenerateConfig(task="arc_challenge", data=str(data), split="train", limit=2,
                             batch_size=2, max_new_tokens=4, out=str(out))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from dasd.errors import DasdError
 from dasd.tasks import TASKS, get_task
 from dasd.tasks.mbpp import MBPPTask, extract_code, program_with_tests
 from dasd.tasks.prompts import check_template, render_prompts
+from tests.conftest import write_jsonl
 
 MINI = Path(__file__).resolve().parents[1] / "configs" / "data" / "mbpp-mini.jsonl"
 SHARED = next((Path(p) / "mbpp" for p in (os.environ.get("DASD_SHARED_DATA"),
@@ -24,22 +24,13 @@ ROW = {"text": "Write a function to add two numbers.", "task_id": 7,
        "challenge_test_list": []}
 
 
-def _write(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
-@pytest.fixture
-def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the hub was contacted although a local path was given")
-
-    monkeypatch.setattr("dasd.tasks.mbpp.load_hub_rows", refuse)
 
 
 @pytest.fixture
 def example(tmp_path: Path, no_hub: None):
-    return MBPPTask().load("test", path=str(_write(tmp_path / "m.jsonl", [ROW])))[0]
+    return MBPPTask().load("test", path=str(write_jsonl(tmp_path / "m.jsonl", [ROW])))[0]
 
 
 def test_registered() -> None:
@@ -59,7 +50,7 @@ def test_local_row_becomes_an_example(example) -> None:
 def test_limit_and_optional_fields(tmp_path: Path, no_hub: None) -> None:
     bare = {k: ROW[k] for k in ("text", "code", "task_id", "test_list")}
     rows = [dict(bare, task_id=i) for i in range(5)]
-    examples = MBPPTask().load("train", path=str(_write(tmp_path / "m.jsonl", rows)), limit=2)
+    examples = MBPPTask().load("train", path=str(write_jsonl(tmp_path / "m.jsonl", rows)), limit=2)
     assert [e.id for e in examples] == ["mbpp-0", "mbpp-1"]
     assert examples[0].meta["test_setup_code"] == ""
     assert examples[0].meta["challenge_test_list"] == []
@@ -68,7 +59,7 @@ def test_limit_and_optional_fields(tmp_path: Path, no_hub: None) -> None:
 def test_malformed_rows_are_reported_and_counted(tmp_path: Path, no_hub: None) -> None:
     rows = [ROW, {k: v for k, v in ROW.items() if k != "code"}, dict(ROW, test_list="assert 1"),
             ROW, dict(ROW, code="  "), dict(ROW, test_list=[])]
-    path = _write(tmp_path / "bad.jsonl", rows)
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DasdError) as error:
         MBPPTask().load("train", path=str(path), limit=1)  # rows beyond the limit count too
     message = str(error.value)
@@ -130,7 +121,7 @@ def test_setup_code_runs_after_the_code_and_before_the_asserts(tmp_path: Path,
     row = dict(ROW, code="class Box:\n    def __init__(self, v):\n        self.v = v\n"
                          "def unbox(b):\n    return b.v",
                test_setup_code="box = Box(4)", test_list=["assert unbox(box) == 4"])
-    example = MBPPTask().load("train", path=str(_write(tmp_path / "m.jsonl", [row])))[0]
+    example = MBPPTask().load("train", path=str(write_jsonl(tmp_path / "m.jsonl", [row])))[0]
     assert program_with_tests("CODE", example) == "CODE\n\nbox = Box(4)\n\nassert unbox(box) == 4\n"
     assert MBPPTask().check(f"```python\n{example.reference}\n```", example).correct
 

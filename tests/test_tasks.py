@@ -17,6 +17,7 @@ from dasd.tasks.arith import ArithTask, generate
 from dasd.tasks.gsm8k import GSM8KTask, parse_solution
 from dasd.tasks.math import MathTask, parse_level
 from dasd.tasks.prompts import check_template, load_prompt_template, render_prompts
+from tests.conftest import write_jsonl
 
 
 def _shared_data() -> Path:
@@ -33,19 +34,8 @@ GSM8K_TRAIN = DATA / "gsm8k" / "train.jsonl"
 MATH_TRAIN = DATA / "math" / "train.jsonl"
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
-@pytest.fixture
-def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if anything tries the hub."""
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the hub was contacted although a local path was given")
-
-    for module in ("gsm8k", "math"):
-        monkeypatch.setattr(f"dasd.tasks.{module}.load_hub_rows", refuse)
 
 
 # --- registry -------------------------------------------------------------------------------
@@ -136,7 +126,7 @@ def test_arith_level_one_is_short() -> None:
 
 
 def test_arith_from_file(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "mine.jsonl", [
+    path = write_jsonl(tmp_path / "mine.jsonl", [
         {"question": "1+1?", "solution": "1 + 1 = 2. The answer is 2.", "answer": 2, "level": 1},
         {"question": "2+2?", "reference": "The answer is 4.", "answer": "4", "id": "q2"},
     ])
@@ -200,7 +190,7 @@ def test_math_loads_local_file(no_hub: None) -> None:
 
 def test_math_hub_layout(tmp_path: Path) -> None:
     """hendrycks_math rows: "Level 3" strings, `type`, no `answer`, no `unique_id`."""
-    path = _write_jsonl(tmp_path / "math.jsonl", [
+    path = write_jsonl(tmp_path / "math.jsonl", [
         {"problem": "What is $1/2$?", "solution": "It is $\\boxed{\\frac{1}{2}}$.",
          "level": "Level 3", "type": "Algebra"},
         {"problem": "?", "solution": "So \\boxed{}.", "answer": "", "level": None},
@@ -226,7 +216,7 @@ def test_read_rows_formats(tmp_path: Path) -> None:
     rows = [{"question": "q", "answer": "a"}, {"question": "r", "answer": "b"}]
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     assert task_io.read_rows(tmp_path / "rows.json") == rows
-    assert task_io.read_rows(_write_jsonl(tmp_path / "rows.jsonl", rows)) == rows
+    assert task_io.read_rows(write_jsonl(tmp_path / "rows.jsonl", rows)) == rows
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -253,18 +243,18 @@ def test_invalid_json_line_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_field_is_named(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "train.jsonl", [
+    path = write_jsonl(tmp_path / "train.jsonl", [
         {"question": "q", "answer": "#### 1"}, {"question": "q"}])
     message = r"train.jsonl:2: missing field 'answer' \(row has: question\)"
     with pytest.raises(DasdError, match=message):
         GSM8KTask().load("train", path=str(path))
-    path = _write_jsonl(tmp_path / "math.jsonl", [{"level": 1}])
+    path = write_jsonl(tmp_path / "math.jsonl", [{"level": 1}])
     with pytest.raises(DasdError, match=r"math.jsonl:1: missing fields 'problem', 'solution'"):
         MathTask().load("train", path=str(path))
 
 
 def test_empty_reference_is_an_error(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "train.jsonl", [
+    path = write_jsonl(tmp_path / "train.jsonl", [
         {"question": "q", "reference": "ok", "answer": "1"},
         {"question": "q", "reference": "  \n", "answer": "1"}])
     message = r"empty reference solution \('reference'\) in .*train.jsonl:2"

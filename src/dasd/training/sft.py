@@ -193,10 +193,19 @@ def mixed_precision(device: torch.device) -> str | None:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
+def common_trainer_args(device: torch.device, gradient_checkpointing: bool) -> dict[str, Any]:
+    """TrainingArguments every dasd trainer shares: precision from the device, no saving
+    or reporting during training, activation checkpointing only when asked."""
+    precision = mixed_precision(device)
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16",
+            "use_cpu": device.type == "cpu",
+            "activation_checkpointing": gradient_checkpointing,  # TRL's default is on
+            "report_to": "none", "save_strategy": "no"}
+
+
 def sft_args(config: TrainConfig, device: torch.device):
     from trl import SFTConfig
 
-    precision = mixed_precision(device)
     return SFTConfig(
         output_dir=config.out, learning_rate=config.learning_rate,
         warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of steps
@@ -204,10 +213,8 @@ def sft_args(config: TrainConfig, device: torch.device):
         per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         seed=config.seed, logging_steps=config.logging_steps,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device.type == "cpu",
-        activation_checkpointing=config.gradient_checkpointing,  # TRL's default is on
+        **common_trainer_args(device, config.gradient_checkpointing),
         max_length=config.max_length, completion_only_loss=True, packing=False,
-        report_to="none", save_strategy="no",
         ddp_find_unused_parameters=False,  # LoRA: every adapter weight gets a gradient
         disable_tqdm=False,  # a progress bar with rate and ETA even when logging is quiet
     )

@@ -36,7 +36,7 @@ from dasd.tasks.prompts import render_prompts
 from dasd.training.losses import opsd_loss, token_entropy
 from dasd.training.onpolicy import get_method
 from dasd.training.onpolicy.config import OnPolicyConfig
-from dasd.training.sft import ADAPTER_FILE, mixed_precision
+from dasd.training.sft import ADAPTER_FILE, common_trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,6 @@ def build_dataset(config: OnPolicyConfig, tokenizer):
 def sdft_args(config: OnPolicyConfig, device: torch.device):
     from trl.experimental.sdft import SDFTConfig
 
-    precision = mixed_precision(device)
     return SDFTConfig(
         output_dir=config.out, learning_rate=config.learning_rate,
         warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of steps
@@ -72,9 +71,8 @@ def sdft_args(config: OnPolicyConfig, device: torch.device):
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_grad_norm=config.max_grad_norm, seed=config.seed,
-        logging_steps=config.logging_steps, report_to="none", save_strategy="no",
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device.type == "cpu",
-        activation_checkpointing=config.gradient_checkpointing,  # TRL's default is on
+        logging_steps=config.logging_steps,
+        **common_trainer_args(device, config.gradient_checkpointing),
         num_generations=config.num_generations, max_completion_length=config.max_new_tokens,
         max_prompt_length=None,  # never left-truncate; build_dataset checks the lengths
         temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
