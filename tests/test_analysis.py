@@ -173,6 +173,13 @@ def make_run(tmp_path, with_eval=True):
     # evaluation rows have no per-token statistics: they must be skipped
     write_jsonl(root / "eval" / "dasd.jsonl", [{"id": "x", "level": 1, "response": "7",
                                                 "correct": True}])
+    # training logs: SFT's (with TRL's closing summary line) and an on-policy method's
+    write_jsonl(root / "train" / "sd" / "train_log.jsonl",
+                [{"loss": 1.5, "step": 1}, {"loss": 1.25, "step": 2},
+                 {"train_loss": 1.375, "step": 2}])
+    write_jsonl(root / "train" / "opsd" / "train_log.jsonl",
+                [{"loss": 0.03, "divergence": 0.03, "step": 1},
+                 {"loss": 0.02, "divergence": 0.02, "step": 2}])
     if with_eval:
         for name, acc in (("origin", (0.5, 0.0)), ("sd", (0.5, 0.5)), ("dasd", (1.0, 0.5))):
             summary = {"n": 4, "correct": int(2 * sum(acc)), "accuracy": sum(acc) / 2,
@@ -204,7 +211,7 @@ def test_figures_draw_exactly_the_csv_numbers(analyzed):
     out = root / "analysis"
     assert {f.split("/")[-1] for f in result["figures"]} == {
         f"{k}.png" for k in ("high_ppl", "segment_ppl", "alignment", "categories", "accuracy",
-                             "phi")}
+                             "training_loss", "phi")}
     assert all((out / f"{k}.pdf").is_file() for k in ("high_ppl", "phi"))
     assert [i["method"] for i in result["inputs"]] == ["base", "sd", "dasd"]
 
@@ -241,6 +248,11 @@ def test_figures_draw_exactly_the_csv_numbers(analyzed):
             elif isinstance(artist, StepPatch):
                 expected = [_num(r["percent"]) for r in csv_rows if r["method"] == keys[0]]
                 assert list(artist.get_data().values) == expected
+            elif name == "training_loss":  # a line: loss per step
+                assert list(artist.get_xdata()) == [int(r["step"]) for r in csv_rows
+                                                    if r["method"] == keys[0]]
+                assert list(artist.get_ydata()) == [_num(r["loss"]) for r in csv_rows
+                                                    if r["method"] == keys[0]]
             else:  # a line: alignment statistic or accuracy, one point per numeric level
                 column = "accuracy_percent" if name == "accuracy" else "percent"
                 expected = [_num(r[column]) for r in csv_rows if r["method"] == keys[0]
@@ -263,7 +275,7 @@ def test_report_is_self_contained_with_figures_and_token_browser(analyzed):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert "<link" not in page and "@import" not in page and "url(" not in page
     images = re.findall(r'<img [^>]*src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)
-    assert len(images) == len(result["figures"]) == 6
+    assert len(images) == len(result["figures"]) == 7
     assert 'id="tb-data"' in page and 'id="tb-tokens"' in page
     data = json.loads(re.search(r'id="tb-data">(.*?)</script>', page, re.S).group(1))
     assert data["methods"] == ["base", "sd", "dasd"]
@@ -276,7 +288,7 @@ def test_report_is_self_contained_with_figures_and_token_browser(analyzed):
                                                      "high_ppl_percent", method="sd",
                                                      level="all")
     for name in ("high_ppl", "high_ppl_gap", "segment_ppl", "alignment", "categories",
-                 "accuracy", "phi_hist", "phi_summary"):
+                 "accuracy", "training_loss", "phi_hist", "phi_summary"):
         assert (root / "analysis" / f"{name}.csv").is_file()
     saved = json.loads((root / "analysis" / "analysis.json").read_text())
     assert saved["tables"]["categories"] == result["tables"]["categories"]
@@ -383,3 +395,12 @@ def test_accuracy_vs_training_level_table_and_figure(tmp_path):
         [{**r, "accuracy_percent": float(r["accuracy_percent"])} for r in table])
     drawn = {line.get_gid(): list(line.get_ydata()) for line in fig.axes[0].get_lines()}
     assert drawn == {"dasd": [75.0, 50.0], "sd": [50.0, 25.0]}
+
+
+def test_training_loss_table_reads_each_models_log(analyzed):
+    root, _, result = analyzed
+    table = result["tables"]["training_loss"]
+    assert [(r["method"], r["step"], r["loss"]) for r in table] == [
+        ("sd", 1, 1.5), ("sd", 2, 1.25), ("opsd", 1, 0.03), ("opsd", 2, 0.02)]
+    assert {r["method"]: r["loss_kind"] for r in table} == {
+        "sd": "token NLL", "opsd": "divergence loss"}

@@ -2,6 +2,7 @@
 the output folder, config checks, the shipped YAMLs and the command line."""
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -88,12 +89,14 @@ def test_teacher_is_the_frozen_model_on_the_reference_prompt(tmp_path):
 
 
 def test_method_defaults_fill_unset_fields_and_explicit_values_win():
-    pw = OnPolicyConfig(method="pw-opsd")
+    unresolved = OnPolicyConfig(method="pw-opsd")
+    assert unresolved.learning_rate is None  # a shared section stays method-neutral
+    pw = unresolved.resolved()
     assert (pw.learning_rate, pw.max_grad_norm, pw.beta) == (5e-6, 0.1, 0.0)
-    opsd = OnPolicyConfig(method="opsd")
+    opsd = dataclasses.replace(unresolved, method="opsd").resolved()
     assert (opsd.learning_rate, opsd.beta, opsd.lora_r, opsd.lora_alpha) == (2e-4, 0.5, 64, 128)
     assert (opsd.temperature, opsd.top_p, opsd.top_k, opsd.clip) == (1.1, 0.95, 20, 0.05)
-    assert OnPolicyConfig(method="pw-opsd", learning_rate=1e-4).learning_rate == 1e-4
+    assert OnPolicyConfig(method="pw-opsd", learning_rate=1e-4).resolved().learning_rate == 1e-4
     assert OnPolicyConfig(method="da-opsd").out == "runs/arith/train/da-opsd"
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dasd.cli import main
 from dasd.config import build_config, load_yaml
@@ -30,7 +31,7 @@ def tiny_run(tmp_path, model_dir, **overrides):
         "eval": {"limit": 3, "max_new_tokens": 6},
     }
     for key, value in overrides.items():
-        values[key] = {**values[key], **value} if isinstance(value, dict) else value
+        values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
     return run(build_config(RunConfig, values))
 
 
@@ -169,3 +170,36 @@ def test_bad_baseline_settings_are_refused_before_anything_runs(tmp_path, model_
     with pytest.raises(DasdError, match="loss must be one of"):
         tiny_run(tmp_path, model_dir, methods=[{"name": "sd", "train": {"loss": "x"}}])
     assert not (tmp_path / "run").exists()
+
+
+def test_on_policy_methods_run_beside_data_time_methods(tmp_path, model_dir):
+    methods = [{"name": "dasd"},
+               {"name": "opsd", "train": {"max_steps": 2}},
+               {"name": "pw", "method": "pw-opsd", "train": {"learning_rate": 1e-3}}]
+    onpolicy = {"max_steps": 1, "batch_size": 2, "max_new_tokens": 4, "lora_r": 4,
+                "lora_alpha": 8}
+    report = tiny_run(tmp_path, model_dir, methods=methods, onpolicy=onpolicy)
+    root, results = tmp_path / "run", report["methods"]
+    assert not (root / "generate" / "opsd.jsonl").exists()
+    opsd = yaml.safe_load((root / "train" / "opsd" / "config.yaml").read_text())
+    pw = yaml.safe_load((root / "train" / "pw" / "config.yaml").read_text())
+    # the same problems as the data-time methods; each method its own paper defaults
+    assert opsd["limit"] == pw["limit"] == 4 and opsd["split"] == "train"
+    assert (opsd["method"], opsd["max_steps"], opsd["learning_rate"]) == ("opsd", 2, 2e-4)
+    assert (pw["method"], pw["max_steps"], pw["learning_rate"], pw["beta"]) == (
+        "pw-opsd", 1, 1e-3, 0.0)
+    assert results["opsd"]["train"]["steps"] == 2 and results["pw"]["train"]["steps"] == 1
+    assert results["opsd"]["eval"]["n"] == results["dasd"]["eval"]["n"] == 3
+    assert "| pw |" in (root / "results.md").read_text()
+    assert "on-policy rollouts" in (root / "results.md").read_text()
+    # the run's own config stays method-neutral, so rerunning it gives the same settings
+    saved = yaml.safe_load((root / "config.yaml").read_text())
+    assert saved["onpolicy"]["learning_rate"] is None
+    assert all(tiny_run(tmp_path, model_dir, methods=methods, onpolicy=onpolicy)["methods"][
+        name]["train"].get("reused") for name in ("opsd", "pw"))
+
+
+def test_on_policy_methods_refuse_decoding_settings(tmp_path, model_dir):
+    with pytest.raises(DasdError, match="remove tau, data_from"):
+        tiny_run(tmp_path, model_dir, methods=[{"name": "dasd"}, {
+            "name": "opsd", "tau": 0.3, "data_from": "dasd"}])

@@ -24,6 +24,8 @@ from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
 from dasd.evaluation.evaluate import EvalConfig, evaluate
 from dasd.training import TrainConfig, train
+from dasd.training.onpolicy import METHODS as ONPOLICY_METHODS
+from dasd.training.onpolicy import OnPolicyConfig, train_onpolicy
 from dasd.training.references import write_reference_rows
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 ORIGIN = "origin"
 REFERENCE = "reference"  # the original references as the training set
 PROVENANCE_KEYS = {"dasd_version", "git_revision", "overwrite", "batch_size"}
+# On-policy methods train on the generate section's problems (the same ones).
+PROBLEM_KEYS = ("split", "data", "limit", "levels", "prompts", "chat_template_kwargs")
 
 
 @dataclass
@@ -38,14 +42,17 @@ class MethodSpec:
     """One method of the comparison: where its training data comes from and how it trains.
 
     Unset settings come from the run's `generate` and `train` sections. `method` is a
-    decoding rule (dasd, sd, base, hint) or `reference` (no decoding: the original
-    references are the training set). `data_from` trains on another method's rows instead
-    (e.g. Mask-PPL on the sd data), and `train` changes how (mask, loss, filter policy).
+    decoding rule (dasd, sd, base, hint), `reference` (no decoding: the original
+    references are the training set) or an on-policy method (opsd, pw-opsd, da-opsd: no
+    data; trained on its own rollouts with the `onpolicy` section's settings). `data_from`
+    trains on another method's rows instead (e.g. Mask-PPL on the sd data), and `train`
+    changes how (mask, loss, filter policy; for on-policy methods, `onpolicy` keys).
     """
 
     name: str = field(metadata={"help": "label in folders and tables, e.g. dasd-tau0.1"})
     method: str | None = field(default=None, metadata={
-        "help": "decoding rule (dasd, sd, base, hint) or 'reference'; default: the name"})
+        "help": "decoding rule (dasd, sd, base, hint), 'reference' (SFT on the original "
+                "references) or an on-policy method (opsd, pw-opsd, da-opsd); default: the name"})
     top_k: int | None = None
     tau: float | None = None
     fallback: Literal["ref", "base"] | None = None
@@ -65,6 +72,18 @@ class MethodSpec:
     @property
     def decoding(self) -> str:
         return self.method or self.name
+
+    @property
+    def onpolicy(self) -> bool:
+        return self.decoding in ONPOLICY_METHODS
+
+    def check_onpolicy(self) -> None:
+        decoding = {"top_k": self.top_k, "tau": self.tau, "fallback": self.fallback,
+                    "data_from": self.data_from, "generate": self.generate or None}
+        given = [key for key, value in decoding.items() if value is not None]
+        if given:
+            raise DasdError(f"method '{self.name}' ({self.decoding}) trains on its own rollouts: "
+                            f"remove {', '.join(given)}; set its settings under train: {{...}}")
 
     def overrides(self) -> dict[str, Any]:
         values = {"method": self.decoding, "top_k": self.top_k, "tau": self.tau,
@@ -95,6 +114,9 @@ class RunConfig:
         "help": "generation settings (model, task, method and out are set per method)"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={
         "help": "training settings (model, data and out are set per method)"})
+    onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig, metadata={
+        "help": "settings of the on-policy methods (opsd, pw-opsd, da-opsd); their problems "
+                "are the generate section's (split, data, limit, levels, prompts)"})
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(limit=100), metadata={
         "help": "evaluation settings (model, adapter, task and out are set per method)"})
 
@@ -109,6 +131,10 @@ class RunConfig:
             if spec.data_from is not None and spec.data_from not in earlier:
                 raise DasdError(f"method '{spec.name}': data_from '{spec.data_from}' must name "
                                 f"an earlier method ({', '.join(earlier) or 'none before it'})")
+            if spec.onpolicy:
+                spec.check_onpolicy()
+                self.onpolicy_config(spec)
+                continue
             if spec.data_from is None:
                 self.generate_config(spec)
             self.train_config(spec, "data.jsonl")
@@ -129,6 +155,16 @@ class RunConfig:
             self.train, f"method '{spec.name}' train", model=self.model, data=[data],
             seed=self.seed, dtype=self.dtype, device=self.device,
             out=str(Path(self.out_dir) / "train" / spec.name), overwrite=True, **spec.train)
+
+    def onpolicy_config(self, spec: MethodSpec) -> OnPolicyConfig:
+        problems = {key: getattr(self.generate, key) for key in PROBLEM_KEYS}
+        if spec.levels is not None:
+            problems["levels"] = spec.levels
+        return _replace(
+            self.onpolicy, f"method '{spec.name}' train", model=self.model, task=self.task,
+            seed=self.seed, dtype=self.dtype, device=self.device, method=spec.decoding,
+            out=str(Path(self.out_dir) / "train" / spec.name), overwrite=True,
+            **{**problems, **spec.train})
 
     def eval_config(self, name: str, adapter: str | None) -> EvalConfig:
         return dataclasses.replace(
@@ -201,7 +237,21 @@ def make_data(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str
     return run_stage(_marker(gen_config.out, "generate"), gen_config, [], stage)
 
 
+def evaluate_method(config: RunConfig, spec: MethodSpec, adapter: str) -> dict[str, Any]:
+    eval_config = config.eval_config(spec.name, adapter)
+    return run_stage(_marker(eval_config.out, "eval"), eval_config, [adapter], evaluate)
+
+
+def run_onpolicy_method(config: RunConfig, spec: MethodSpec) -> dict[str, Any]:
+    train_config = config.onpolicy_config(spec)
+    train_summary = run_stage(_marker(train_config.out, "train"), train_config, [],
+                              train_onpolicy)  # loads its own copy, like SFT
+    return {"train": train_summary, "eval": evaluate_method(config, spec, train_config.out)}
+
+
 def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str, Any]:
+    if spec.onpolicy:
+        return run_onpolicy_method(config, spec)
     gen = make_data(config, spec, model, tokenizer)
     result: dict[str, Any] = {"generate": gen} if gen else {"data_from": spec.data_from}
     data = config.data_path(spec)
@@ -214,9 +264,7 @@ def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[st
             return result
     result["train"] = run_stage(_marker(train_config.out, "train"), train_config, [data],
                                 train)  # loads its own copy: LoRA wraps the model in place
-    eval_config = config.eval_config(spec.name, train_config.out)
-    result["eval"] = run_stage(_marker(eval_config.out, "eval"), eval_config,
-                               [train_config.out], evaluate)
+    result["eval"] = evaluate_method(config, spec, train_config.out)
     return result
 
 
@@ -257,31 +305,43 @@ def _levels(report: dict[str, Any]) -> list[str]:
 
 
 TABLE_LEGEND = ("Accuracy on the held-out split (number of problems in parentheses), overall "
-                "and per difficulty level (L1..); kept/total: correctly answered generated "
-                "samples used for training; high-PPL %: share of those training tokens with "
-                "base-model perplexity > 2.5; stage wall times in seconds.")
+                "and per difficulty level (L1..; with eval.samples n > 1 accuracy is Avg@n, "
+                "the mean over n sampled answers, and pass@k is beside it); kept/total: "
+                "correctly answered generated samples used for training; high-PPL %: share "
+                "of those training tokens with base-model perplexity > 2.5; stage wall times "
+                "in seconds.")
 
 
 def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The results table as header + rows of strings (shared by terminal and Markdown)."""
     levels = _levels(report)
-    header = (["method", "accuracy (n)"] + [f"L{lvl}" for lvl in levels]
+    sampled = any("pass@k" in r.get("eval", {}) for r in report["methods"].values())
+    header = (["method", "accuracy (n)"] + ["pass@k"] * sampled + [f"L{lvl}" for lvl in levels]
               + ["kept/total", "high-PPL %", "gen s", "train s", "eval s", "train tok/s"])
     rows = []
     for name, result in report["methods"].items():
         gen, tr, ev = result.get("generate"), result.get("train"), result.get("eval")
         acc = [f"{ev['accuracy']:.3f} ({ev['n']})"] if ev else ["-"]
+        if sampled:
+            acc.append(f"{ev['pass@k']:.3f}" if ev and "pass@k" in ev else "-")
         per_level = [f"{ev['per_level'][lvl]['accuracy']:.2f}"
                      if ev and lvl in ev["per_level"] else "-" for lvl in levels]
         high_ppl = (gen or {}).get("high_ppl_percent_kept")
-        data = f"{gen['kept']}/{gen['samples']}" if gen else "-"
-        rows.append([name, *acc, *per_level,
-                     f"rows of {result['data_from']}" if result.get("data_from") else data,
+        rows.append([name, *acc, *per_level, _data_column(result),
                      f"{high_ppl:.2f}" if high_ppl is not None else "-",
                      _seconds(gen), _seconds(tr), _seconds(ev),
                      f"{tr['tokens_per_second']:.1f}" if tr and tr.get("tokens_per_second")
                      else "-"])
     return header, rows
+
+
+def _data_column(result: dict[str, Any]) -> str:
+    if result.get("data_from"):
+        return f"rows of {result['data_from']}"
+    if result.get("train", {}).get("method") in ONPOLICY_METHODS:
+        return "on-policy rollouts"
+    gen = result.get("generate")
+    return f"{gen['kept']}/{gen['samples']}" if gen else "-"
 
 
 def _seconds(summary: dict[str, Any] | None) -> str:

@@ -40,11 +40,11 @@ METHOD_STYLES = {  # also the order of methods in figures and tables: baselines 
     "base": Style("#555555", "..", "s", ":"),
     "sd": Style("#E69F00", "//", "^", "--"),
     "hint": Style("#009E73", "\\\\", "v", (0, (5, 1, 1, 1))),
-    "mask_ppl": Style("#D55E00", "++", "P", (0, (3, 1))),
+    "mask-ppl": Style("#D55E00", "++", "P", (0, (3, 1))),
     "profit": Style("#CC79A7", "oo", "X", (0, (1, 1))),
     "opsd": Style("#56B4E9", "--", "*", (0, (5, 2, 1, 2))),
-    "pw_opsd": Style("#8C564B", "||", "h", (0, (2, 2))),
-    "direction": Style("#7F3C8D", "**", "<", (0, (4, 1, 1, 1, 1, 1))),
+    "pw-opsd": Style("#8C564B", "||", "h", (0, (2, 2))),
+    "da-opsd": Style("#7F3C8D", "**", "<", (0, (4, 1, 1, 1, 1, 1))),
     "dasd": Style("#0072B2", "", "o", "-"),
 }
 _EXTRA = [Style(c, h, m, ls) for c, h, m, ls in [
@@ -299,4 +299,28 @@ def plot_phi(table: Table, subset: str) -> Figure:
     ax.set_ylabel("tokens (% of the method's tokens, log scale)")
     ax.legend(title="method", fontsize=8, title_fontsize=8)
     ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_training_loss(table: Table) -> Figure:
+    """Loss per optimizer step, one panel per trained model: SFT (token NLL) and on-policy
+    losses (divergences, DA-OPSD's signed) live on different scales."""
+    methods = _methods(table)
+    columns = min(4, len(methods))
+    rows = -(-len(methods) // columns)
+    fig = Figure(figsize=(3.2 * columns, 2.6 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, method in zip(axes, methods, strict=False):
+        points = [r for r in table if r["method"] == method]
+        style = method_style(method)
+        (line,) = ax.plot([r["step"] for r in points], [r["loss"] for r in points],
+                          color=style.color, linestyle=style.linestyle, marker=style.marker,
+                          markersize=3)
+        line.set_gid(method)
+        ax.set_title(f"{method} ({points[0]['loss_kind']})", fontsize=9)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(methods):]:
+        ax.set_visible(False)
+    fig.suptitle("Training loss per step")
     return fig

@@ -26,6 +26,7 @@ from dasd.analysis.data import (
     load_generated,
     load_tokenizer_offline,
     load_training_levels,
+    load_training_logs,
     token_texts,
 )
 from dasd.analysis.report_html import render_report
@@ -194,6 +195,17 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
         {"training_level": by_training},
         note=None if by_training else "no model trained on a single level (methods with "
         "`levels: [k]` in `dasd run`): accuracy vs training difficulty skipped"))
+    logs = load_training_logs(root)
+    loss = tables.training_loss_table({k: logs[k] for k in sorted(logs, key=plots.method_sort_key)})
+    sections.append(Section(
+        "training_loss", "5c. Training loss",
+        "Loss per optimizer step of every trained model, from train/<name>/train_log.jsonl: "
+        "SFT's mean token NLL on its training rows; the on-policy methods' loss on their own "
+        "rollouts (OPSD's clipped divergence, PW-OPSD's position-weighted one, DA-OPSD's "
+        "signed one, which falls below zero by design); `divergence` is the plain clipped "
+        "divergence, comparable across the on-policy methods.",
+        {"training_loss": loss},
+        note=None if loss else f"no training logs (train/*/train_log.jsonl) under {root}"))
     phi_runs, missing = _with_keys(files, {"base_entropy"}, rows_of)
     sections.append(Section(
         "phi", "6. Distribution fit phi",
@@ -226,6 +238,8 @@ def draw(section: Section, config: AnalyzeConfig, segmentation: str):
         return plots.plot_accuracy(main)
     if section.key == "training_level":
         return plots.plot_training_levels(main)
+    if section.key == "training_loss":
+        return plots.plot_training_loss(main)
     return plots.plot_phi(main, subset)
 
 

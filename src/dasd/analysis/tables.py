@@ -237,6 +237,23 @@ def training_level_table(summaries: Mapping[str, dict[str, Any]],
     return sorted(table, key=lambda r: (r["method"], level_sort_key(r["train_level"])))
 
 
+# 5c. training loss per step --------------------------------------------------------------
+
+def training_loss_table(logs: Mapping[str, Sequence[dict[str, Any]]]) -> Table:
+    """One row per (model, logged step) with its loss, from each model's train_log.jsonl.
+
+    `loss_kind` tells SFT's token NLL from an on-policy method's divergence (rows that log
+    one); `divergence` is the plain clipped divergence on-policy trainers log beside it."""
+    table = []
+    for name, rows in logs.items():
+        kind = "divergence loss" if any("divergence" in r for r in rows) else "token NLL"
+        for row in rows:
+            if "loss" in row and "step" in row:
+                table.append({"method": name, "step": row["step"], "loss": row["loss"],
+                              "divergence": row.get("divergence"), "loss_kind": kind})
+    return table
+
+
 # 6. phi = log p_base + H(p_base) -----------------------------------------------------------
 
 def phi_values(rows: Rows) -> list[float]:

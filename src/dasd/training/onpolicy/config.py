@@ -2,14 +2,16 @@
 
 The task fields (model, task, split, limit, levels, prompts, ...) are those of every
 decoding stage, since the student decodes its own rollouts. Fields left unset (None) take
-the method's paper defaults (`dasd.training.onpolicy.METHODS[...].defaults`); the
-resolved values are what `config.yaml` in the output folder records.
+the method's paper defaults (`dasd.training.onpolicy.METHODS[...].defaults`) when training
+starts (`resolved()`); the resolved values are what `config.yaml` in the output folder
+records.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from dasd.config import DecodeStageConfig
 from dasd.errors import DasdError
@@ -88,13 +90,24 @@ class OnPolicyConfig(DecodeStageConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        method = get_method(self.method)
-        for name, value in method.defaults.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        self._check_ranges()
         if self.out is None:
             self.out = f"runs/{self.task}/train/{self.method}"
+        defaults = self.method_defaults()
+        if defaults:  # validate what training will use: building it checks the ranges
+            dataclasses.replace(self, **defaults)
+        else:
+            self._check_ranges()
+
+    def method_defaults(self) -> dict[str, Any]:
+        """The method's paper settings for the fields left unset (None)."""
+        return {name: value for name, value in get_method(self.method).defaults.items()
+                if getattr(self, name) is None}
+
+    def resolved(self) -> OnPolicyConfig:
+        """This config with the unset fields filled by the method's defaults. Unset fields
+        stay None until training, so a section shared by several methods (`dasd run`)
+        gives each method its own paper defaults."""
+        return dataclasses.replace(self, **self.method_defaults())
 
     def _check_ranges(self) -> None:
         for name in ("num_generations", "gradient_accumulation_steps", "lora_r", "lora_alpha",

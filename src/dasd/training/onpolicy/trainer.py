@@ -132,6 +132,7 @@ def build_trainer(config: OnPolicyConfig, model, tokenizer, dataset):
     """The trainer with a fresh LoRA config (PEFT mutates the one it is given)."""
     from peft import LoraConfig
 
+    config = config.resolved()
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                       target_modules=config.target_modules(), task_type="CAUSAL_LM")
     args = sdft_args(config, pick_device(config.device))
@@ -159,6 +160,7 @@ def train_onpolicy(config: OnPolicyConfig, model=None, tokenizer=None) -> dict[s
     """
     if (model is None) != (tokenizer is None):
         raise ValueError("pass model and tokenizer together, or neither")
+    config = config.resolved()
     out = _prepare_out(config)
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device)
