@@ -80,16 +80,35 @@ def naive_two_copies(ref_model, base_model, ref: list[int], base: list[int], rul
     return trace
 
 
-def runners(model, tokenizer, args) -> dict[str, Callable[[list], list[list[int]]]]:
-    """Each variant as: batch of (ref, base) pairs -> emitted token ids per example."""
+def acceptance_bound(traces: list[TokenTrace], max_chunk: int = 16) -> tuple[float, float]:
+    """(q, bound): q is the share of emitted tokens that are the reference top-1 (a draft
+    is kept exactly there). With one forward per drafted token plus one base pass per
+    chunk of L, each about the cost of a one-token forward (memory-bound decoding), a
+    round emits E(L) = 1 + q + ... + q^(L-1) tokens for L + 1 forwards, so draft-verify
+    runs at most at max_L E(L) / (L + 1) of plain decoding's speed."""
+    ranks = [r for t in traces for r in t.ref_rank]
+    q = sum(r == 1 for r in ranks) / max(len(ranks), 1)
+    return q, max(sum(q ** j for j in range(n)) / (n + 1) for n in range(1, max_chunk + 1))
+
+
+def runners(model, tokenizer, args, step_traces: list[TokenTrace] | None = None
+            ) -> dict[str, Callable[[list], list[list[int]]]]:
+    """Each variant as: batch of (ref, base) pairs -> emitted token ids per example; the
+    step engine's traces are appended to `step_traces`."""
     rule, eos, pad = build_rule("dasd"), eos_token_ids(model, tokenizer), tokenizer.pad_token_id
     refs = lambda batch: [r for r, _ in batch]  # noqa: E731
     bases = lambda batch: [b for _, b in batch]  # noqa: E731
+    traces = step_traces if step_traces is not None else []
+
+    def step(batch):
+        traces.extend(decode_pairs(model, refs(batch), bases(batch), rule, eos,
+                                   args.max_new_tokens, pad))
+        return [t.token_ids for t in traces[-len(batch):]]
+
     out = {
         "hf-generate": lambda batch: [ids for ids, _ in generate_greedy(
             model, tokenizer, refs(batch), args.max_new_tokens, eos)],
-        "step": lambda batch: [t.token_ids for t in decode_pairs(
-            model, refs(batch), bases(batch), rule, eos, args.max_new_tokens, pad)],
+        "step": step,
         "draft-verify": lambda batch: [t.token_ids for t in decode_pairs_draft_verify(
             model, refs(batch), bases(batch), rule, eos, args.max_new_tokens, pad,
             chunk_size=args.chunk_size)],
@@ -188,7 +207,8 @@ def main() -> None:
     if args.only:
         return only(args)
     model, tokenizer = load_model(args.model)
-    run, pairs = runners(model, tokenizer, args), load_pairs(tokenizer, args.limit)
+    step_traces: list[TokenTrace] = []
+    run, pairs = runners(model, tokenizer, args, step_traces), load_pairs(tokenizer, args.limit)
     measure_speed(run, pairs[:1], 1, VARIANTS[:3])  # warm-up
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     rows = []
@@ -197,14 +217,16 @@ def main() -> None:
         same = sum(a == b for a, b in zip(outputs["step"], outputs["draft-verify"], strict=True))
         rows.append((size, rates, same))
     naive_rate, _ = measure_speed(run, pairs[: args.naive_limit], 1, ["naive"])
-    report(args, model, weights, rows, naive_rate["naive"], len(pairs))
+    report(args, model, weights, rows, naive_rate["naive"], len(pairs),
+           acceptance_bound(step_traces[1:]))
 
 
 def _mb(value: float | None) -> str:
     return f"{value:.0f}" if value else "-"
 
 
-def report(args, model, weights: float, rows, naive_rate: float, n: int) -> None:
+def report(args, model, weights: float, rows, naive_rate: float, n: int,
+           acceptance: tuple[float, float]) -> None:
     memory = {}
     if args.memory_limit:
         for size in args.batch_sizes:
@@ -228,6 +250,10 @@ def report(args, model, weights: float, rows, naive_rate: float, n: int) -> None
     for size, _, same in rows:
         print(f"\nbatch {size}: draft-verify emitted the step engine's tokens on {same}/{n} "
               "problems")
+    q, bound = acceptance
+    print(f"\nreference top-1 emitted (draft kept) at {100 * q:.1f}% of tokens: with "
+          f"one-token forwards costing the same, draft-verify can reach at most {bound:.2f}x "
+          "of plain decoding where decoding is memory-bound (batch 1)")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from dasd.evaluation.evaluate import (
     generate_batch,
     generate_greedy,
     pass_at_k,
+    summarize_eval,
 )
 from dasd.records import read_jsonl
 from dasd.tasks import get_task
@@ -343,3 +344,16 @@ def test_one_sample_at_temperature_zero_is_greedy(tmp_path, tiny_model, tokenize
 def test_bad_sampling_settings_are_refused(values, message):
     with pytest.raises(DasdError, match=message):
         EvalConfig(**values)
+
+
+def test_summary_counts_checker_outcomes_of_answers_and_samples():
+    greedy = [{"level": 1, "correct": True, "outcome": "passed", "n_tokens": 3,
+               "finish_reason": "eos"},
+              {"level": 1, "correct": False, "outcome": "timeout", "n_tokens": 3,
+               "finish_reason": "eos"}]
+    assert summarize_eval(greedy)["outcomes"] == {"passed": 1, "timeout": 1}
+    sampled = [{**greedy[0], "n_correct": 1, "samples": [
+        {"correct": True, "outcome": "passed"}, {"correct": False, "outcome": "memory"}]}]
+    assert summarize_eval(sampled)["outcomes"] == {"memory": 1, "passed": 1}
+    plain = [{"level": 1, "correct": True, "n_tokens": 3, "finish_reason": "eos"}]
+    assert "outcomes" not in summarize_eval(plain)  # math answers have no outcome

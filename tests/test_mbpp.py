@@ -107,13 +107,15 @@ def test_extract_code(response: str, code: str, how: str) -> None:
 def test_check_runs_the_asserts(example) -> None:
     task = MBPPTask()
     good = task.check("```python\ndef add(a, b):\n    return b + a\n```", example)
-    assert (good.correct, good.how) == (True, "python-block")
+    assert (good.correct, good.how, good.outcome) == (True, "python-block", "passed")
     assert good.extracted == "def add(a, b):\n    return b + a"
     half = task.check("```python\ndef add(a, b):\n    return 3\n```", example)  # passes test 1 only
-    assert not half.correct
-    assert not task.check("def add(a, b) return a + b", example).correct  # syntax error
+    assert (half.correct, half.outcome) == (False, "failed")
+    syntax = task.check("def add(a, b) return a + b", example)
+    assert (syntax.correct, syntax.outcome) == (False, "error")  # it never ran
     empty = task.check("I don't know.\n```python\n```", example)
     assert (empty.extracted, empty.how, empty.correct) == (None, "none", False)
+    assert empty.outcome == "no-code"
 
 
 def test_setup_code_runs_after_the_code_and_before_the_asserts(tmp_path: Path,

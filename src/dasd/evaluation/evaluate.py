@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,8 +188,9 @@ def score(task: Task, example: Example, token_ids: list[int], finish_reason: str
     """One answer through the task's checker: response text, extracted answer, verdict."""
     response = tokenizer.decode(token_ids, skip_special_tokens=True)
     check = task.check(response, example)
+    outcome = {"outcome": check.outcome} if check.outcome is not None else {}
     return {"response": response, "extracted_answer": check.extracted,
-            "answer_how": check.how, "correct": check.correct,
+            "answer_how": check.how, "correct": check.correct, **outcome,
             "finish_reason": finish_reason, "n_tokens": len(token_ids)}
 
 
@@ -201,6 +202,7 @@ def make_row(config: EvalConfig, task: Task, example: Example, prompt: str,
         "prompt": prompt, "response": scored["response"],
         "extracted_answer": scored["extracted_answer"], "answer_how": scored["answer_how"],
         "gold_answer": example.answer, "correct": scored["correct"],
+        **({"outcome": scored["outcome"]} if "outcome" in scored else {}),
         "finish_reason": finish_reason, "n_tokens": len(token_ids),
     }
 
@@ -242,7 +244,15 @@ def summarize_eval(rows: list[dict[str, Any]], pass_k: int | None = None) -> dic
         "per_level": {k: _accuracy(by_level[k], pass_k) for k in levels},
         "mean_response_tokens": tokens / n if n else 0.0,
         "length_capped": sum(row["finish_reason"] == "length" for row in rows),
+        **_outcomes(rows),
     }
+
+
+def _outcomes(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many answers ended each way, where the checker says (code: the sandbox status)."""
+    found = [s.get("outcome") for row in rows for s in row.get("samples", [row])]
+    counts = Counter(o for o in found if o is not None)
+    return {"outcomes": dict(sorted(counts.items()))} if counts else {}
 
 
 def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:

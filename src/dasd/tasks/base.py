@@ -24,12 +24,14 @@ class AnswerCheck:
     """The answer found in a response, how it was found, and whether it is correct.
 
     `how` names the pattern that matched (e.g. "final-answer", "boxed", "hashes",
-    "last-number") or "none" when nothing could be extracted.
+    "last-number") or "none" when nothing could be extracted. `outcome` says more where a
+    checker knows it (code tasks: the sandbox status, e.g. "failed", "timeout", "memory").
     """
 
     extracted: str | None
     how: str
     correct: bool
+    outcome: str | None = None
 
 
 @dataclass(frozen=True)

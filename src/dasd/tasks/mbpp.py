@@ -141,5 +141,6 @@ class MBPPTask(Task):
     def check(self, response: str, example: Example) -> AnswerCheck:
         code, how = extract_code(response)
         if not code.strip():
-            return AnswerCheck(None, "none", False)
-        return AnswerCheck(code, how, self.run_tests(code, example).passed)
+            return AnswerCheck(None, "none", False, outcome="no-code")
+        result = self.run_tests(code, example)
+        return AnswerCheck(code, how, result.passed, outcome=result.status)
