@@ -107,7 +107,11 @@ def test_every_shipped_config_loads(path):
         from dasd.decoding.rules import RULES
         from dasd.tasks import TASKS
         assert config.task in TASKS
+        from dasd.training.onpolicy import METHODS
         for spec in config.methods:
+            if spec.decoding in METHODS:
+                assert config.onpolicy_config(spec).resolved().method == spec.decoding
+                continue
             assert spec.data_from or spec.decoding in {*RULES, "reference"}, spec
             config.train_config(spec, "x.jsonl")
 
