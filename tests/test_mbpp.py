@@ -99,6 +99,12 @@ def test_hub_id_and_config(monkeypatch: pytest.MonkeyPatch) -> None:
     ("```\nx = 1\n```", "x = 1", "code-block"),
     ("```python\ndef g():\n    return 2", "def g():\n    return 2", "python-block"),  # cut off
     ("def h():\n    return 3\n", "def h():\n    return 3", "raw"),
+    # the opening fence left out: the code runs up to the bare fence, not the prose after
+    ("def sq(n):\n    return n ** 2\n```\n\nThis function squares `n`.",
+     "def sq(n):\n    return n ** 2", "unopened-block"),
+    ("import math\nx = 1\n```\nUsage:\n```\nprint(x)\n```", "import math\nx = 1",
+     "unopened-block"),
+    ("Here it is:\n```\nx = 1\n```", "x = 1", "code-block"),  # prose first: a real block
 ])
 def test_extract_code(response: str, code: str, how: str) -> None:
     assert extract_code(response) == (code, how)

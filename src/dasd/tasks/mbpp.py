@@ -40,6 +40,10 @@ PROMPTS = check_template(PromptTemplate(
 # An opening fence with its language tag, then the code up to a closing fence or the end.
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _PYTHON_TAGS = ("python", "py", "python3")
+# A response that starts straight with code (its opening fence left out, e.g. after SFT on
+# unfenced references) and closes it with a bare fence before the explanation.
+_CODE_START = re.compile(r"(def|class|import|from|async def)\b|@\w")
+_BARE_FENCE = re.compile(r"^[ \t]*```[ \t]*$", re.MULTILINE)
 
 
 def question_text(text: str, tests: list[str]) -> str:
@@ -50,15 +54,21 @@ def question_text(text: str, tests: list[str]) -> str:
 def extract_code(response: str) -> tuple[str, str]:
     """(code, how): the code of a model response and where it was found.
 
-    `how` is "python-block" (the first ```python block), "code-block" (the first fenced
-    block, when none is tagged python), or "raw" (no fence: the whole response). The
-    first block wins over the last because models tend to add usage examples after the
-    solution. A block cut off by the length limit (no closing fence) still counts.
+    `how` is "python-block" (the first ```python block), "unopened-block" (the response
+    starts with code and the first fence is a bare one closing it), "code-block" (the
+    first fenced block, when none is tagged python), or "raw" (no fence: the whole
+    response). The first block wins over the last because models tend to add usage
+    examples after the solution. A block cut off by the length limit (no closing fence)
+    still counts.
     """
     blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(response)]
     for tag, body in blocks:
         if tag in _PYTHON_TAGS:
             return body.strip("\n"), "python-block"
+    first_fence = _BARE_FENCE.search(response)
+    head = response[:first_fence.start()] if first_fence else ""
+    if first_fence and "```" not in head and _CODE_START.match(head.lstrip()):
+        return head.strip("\n"), "unopened-block"
     if blocks:
         return blocks[0][1].strip("\n"), "code-block"
     return response.strip("\n"), "raw"
