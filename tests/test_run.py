@@ -207,3 +207,11 @@ def test_on_policy_methods_refuse_decoding_settings(tmp_path, model_dir):
     with pytest.raises(DasdError, match="remove tau, data_from"):
         tiny_run(tmp_path, model_dir, methods=[{"name": "dasd"}, {
             "name": "opsd", "tau": 0.3, "data_from": "dasd"}])
+
+
+def test_sampled_eval_section_reports_pass_at_every_sample():
+    config = build_config(RunConfig, {"eval": {"samples": 4, "temperature": 0.6}})
+    assert config.eval_config("x", None).k == 4  # not the default section's k = 1
+    config = build_config(RunConfig, {"eval": {"samples": 4, "temperature": 0.6,
+                                               "pass_k": 2}})
+    assert config.eval_config("x", None).k == 2

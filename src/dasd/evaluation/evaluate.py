@@ -77,14 +77,19 @@ class EvalConfig(DecodeStageConfig):
             raise DasdError(f"top_p must be in (0, 1]; got {self.top_p}")
         if self.top_k < 0:
             raise DasdError(f"top_k must be >= 0 (0 = off); got {self.top_k}")
-        if self.pass_k is None:
-            self.pass_k = self.samples
-        if not 1 <= self.pass_k <= self.samples:
+        # pass_k stays None until used (`k`), so a section whose `samples` changes later
+        # (a run's eval section, a dotted override) gets pass@samples, not a stale k
+        if self.pass_k is not None and not 1 <= self.pass_k <= self.samples:
             raise DasdError(f"pass_k must be in [1, samples={self.samples}]; got {self.pass_k}")
 
     @property
     def sampling(self) -> bool:
         return self.temperature > 0
+
+    @property
+    def k(self) -> int:
+        """The k of pass@k: `pass_k`, or every sample."""
+        return self.pass_k if self.pass_k is not None else self.samples
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -276,7 +281,7 @@ def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
     rows = finished_rows(out, examples)
     summary = {"task": config.task, "split": config.split, "model": config.model,
                "adapter": config.adapter, **_sampling_settings(config),
-               **summarize_eval(rows, config.pass_k if config.sampling else None),
+               **summarize_eval(rows, config.k if config.sampling else None),
                "new_tokens": tokens,
                "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else None,
                "output": str(out)}
@@ -330,6 +335,6 @@ def sample_answers(config: EvalConfig, model, tokenizer, prompts_ids: list[list[
 def _sampling_settings(config: EvalConfig) -> dict[str, Any]:
     if not config.sampling:
         return {}
-    return {"samples": config.samples, "pass_k": config.pass_k,
+    return {"samples": config.samples, "pass_k": config.k,
             "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
             "sample_seed": config.sample_seed}
