@@ -84,6 +84,15 @@ def test_changed_settings_refuse_to_resume(tmp_path, tiny_model, tokenizer):
     assert summary["settings"]["tau"] == 0.3 and len(rows(tmp_path / "out.jsonl")) == 2
 
 
+def test_settings_the_rule_does_not_read_do_not_block_a_resume(tmp_path, tiny_model,
+                                                                tokenizer):
+    run(tmp_path, tiny_model, tokenizer, limit=2)
+    first = rows(tmp_path / "out.jsonl")
+    # dasd reads no hint setting: the rows would be the same, so the file resumes
+    run(tmp_path, tiny_model, tokenizer, limit=3, beta=1.0, temperature=0.7)
+    assert rows(tmp_path / "out.jsonl")[:2] == first and len(rows(tmp_path / "out.jsonl")) == 3
+
+
 @pytest.mark.parametrize("method", ["sd", "base"])
 def test_every_method_runs(tmp_path, tiny_model, tokenizer, method):
     summary = run(tmp_path, tiny_model, tokenizer, method=method, limit=2)

@@ -215,3 +215,9 @@ def test_sampled_eval_section_reports_pass_at_every_sample():
     config = build_config(RunConfig, {"eval": {"samples": 4, "temperature": 0.6,
                                                "pass_k": 2}})
     assert config.eval_config("x", None).k == 2
+
+
+def test_a_setting_the_method_does_not_read_reuses_its_stages(tmp_path, model_dir):
+    tiny_run(tmp_path, model_dir)
+    again = tiny_run(tmp_path, model_dir, generate={"beta": 1.0})  # hint's, not sd's or dasd's
+    assert all(reused(again).values())

@@ -104,8 +104,8 @@ def check_resumable(config: Any, out: str | Path) -> None:
         return
     previous = yaml.safe_load(previous_path.read_text()) or {}
     current = resolved_config(config)
-    changed = sorted(k for k in current.keys() - RESUME_SAFE_KEYS
-                     if previous.get(k) != current[k])
+    safe = RESUME_SAFE_KEYS | getattr(config, "resume_safe_keys", set)()
+    changed = sorted(k for k in current.keys() - safe if previous.get(k) != current[k])
     if changed:
         diffs = ", ".join(f"{k}={previous.get(k)!r}->{current[k]!r}" for k in changed)
         raise DasdError(f"{out} was written with other settings ({diffs}): pass "

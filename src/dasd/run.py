@@ -194,7 +194,9 @@ def _file_digest(path: Path) -> str:
 
 
 def fingerprint(config: Any, inputs: list[str]) -> str:
-    settings = {k: v for k, v in config_to_dict(config).items() if k not in PROVENANCE_KEYS}
+    unread = getattr(config, "resume_safe_keys", set)()  # e.g. hint's beta in a dasd stage
+    settings = {k: v for k, v in config_to_dict(config).items()
+                if k not in PROVENANCE_KEYS | unread}
     payload = {"settings": settings, "inputs": {p: _file_digest(Path(p)) for p in inputs}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -6,6 +6,7 @@ Writes one JSON line per example (flushed per batch; rerunning resumes), a resol
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -81,6 +82,12 @@ class GenerateConfig(DecodeStageConfig):
         if self.engine == "step":
             return decode_pairs
         return functools.partial(decode_pairs_draft_verify, chunk_size=self.chunk_size)
+
+    def resume_safe_keys(self) -> set[str]:
+        """Rule settings the chosen method does not read (hint's beta for dasd, tau for
+        sd, ...): changing them leaves the rows as they are, so a resume is allowed."""
+        names = {f.name for f in dataclasses.fields(RULES[self.method])}
+        return {key for key in self.rule_kwargs() if key not in names and key != "seed"}
 
     def rule_kwargs(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "tau": self.tau, "fallback": self.fallback,
