@@ -221,3 +221,16 @@ def test_a_setting_the_method_does_not_read_reuses_its_stages(tmp_path, model_di
     tiny_run(tmp_path, model_dir)
     again = tiny_run(tmp_path, model_dir, generate={"beta": 1.0})  # hint's, not sd's or dasd's
     assert all(reused(again).values())
+
+
+def test_results_table_has_level_columns_only_for_tasks_with_levels():
+    from dasd.run import results_rows
+
+    def report(per_level):
+        evaluated = {"accuracy": 0.5, "n": 2, "per_level": per_level}
+        return {"methods": {"origin": {"eval": evaluated}}}
+
+    header, rows = results_rows(report({"none": {"accuracy": 0.5}}))
+    assert header[:3] == ["method", "accuracy (n)", "kept/total"] and rows[0][1] == "0.500 (2)"
+    header, rows = results_rows(report({"2": {"accuracy": 1.0}, "1": {"accuracy": 0.0}}))
+    assert header[2:4] == ["L1", "L2"] and rows[0][2:4] == ["0.00", "1.00"]

@@ -301,8 +301,11 @@ def run(config: RunConfig) -> dict[str, Any]:
 
 
 def _levels(report: dict[str, Any]) -> list[str]:
+    """Difficulty levels of the table's columns; none for a task without levels (MBPP)."""
     levels = {lvl for r in report["methods"].values() for lvl in r.get("eval", {}).get(
         "per_level", {})}
+    if levels <= {"none"}:
+        return []
     return sorted(levels, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
 
 
