@@ -357,3 +357,12 @@ def test_summary_counts_checker_outcomes_of_answers_and_samples():
     assert summarize_eval(sampled)["outcomes"] == {"memory": 1, "passed": 1}
     plain = [{"level": 1, "correct": True, "n_tokens": 3, "finish_reason": "eos"}]
     assert "outcomes" not in summarize_eval(plain)  # math answers have no outcome
+
+
+def test_a_new_pass_k_rescores_the_same_samples(tmp_path, tiny_model, tokenizer):
+    out = str(tmp_path / "s.jsonl")
+    settings = {"limit": 2, "max_new_tokens": 4, "samples": 2, "temperature": 1.0, "out": out}
+    evaluate(EvalConfig(**settings, pass_k=1), tiny_model, tokenizer)
+    before = read_jsonl(out)
+    summary = evaluate(EvalConfig(**settings, pass_k=2), tiny_model, tokenizer)
+    assert summary["pass_k"] == 2 and read_jsonl(out) == before  # no decoding again

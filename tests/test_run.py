@@ -234,3 +234,15 @@ def test_results_table_has_level_columns_only_for_tasks_with_levels():
     assert header[:3] == ["method", "accuracy (n)", "kept/total"] and rows[0][1] == "0.500 (2)"
     header, rows = results_rows(report({"2": {"accuracy": 1.0}, "1": {"accuracy": 0.0}}))
     assert header[2:4] == ["L1", "L2"] and rows[0][2:4] == ["0.00", "1.00"]
+
+
+def test_a_new_pass_k_rescores_without_decoding_again(tmp_path, model_dir):
+    sampled = {"samples": 2, "temperature": 1.0, "pass_k": 1}
+    tiny_run(tmp_path, model_dir, eval=sampled)
+    rows = (tmp_path / "run" / "eval" / "dasd.jsonl").read_text()
+    again = tiny_run(tmp_path, model_dir, eval={**sampled, "pass_k": 2})
+    assert again["methods"]["dasd"]["eval"]["pass_k"] == 2
+    assert not again["methods"]["dasd"]["eval"].get("reused")
+    assert again["methods"]["dasd"]["train"]["reused"]
+    assert again["methods"]["dasd"]["eval"]["new_tokens"] == 0  # resumed: nothing decoded
+    assert (tmp_path / "run" / "eval" / "dasd.jsonl").read_text() == rows

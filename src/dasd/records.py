@@ -63,7 +63,8 @@ def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
 # Settings that may change between a run and its resumption without changing its rows.
 # Settings that never change a finished row (the two engines emit the same tokens).
 RESUME_SAFE_KEYS = frozenset({"limit", "batch_size", "overwrite", "device", "out",
-                              "dasd_version", "git_revision", "engine", "chunk_size"})
+                              "dasd_version", "git_revision", "engine", "chunk_size",
+                              "pass_k"})  # pass_k: the summary's k, not the rows
 
 
 def sidecar(out: str | Path, kind: str) -> Path:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 ORIGIN = "origin"
 REFERENCE = "reference"  # the original references as the training set
 PROVENANCE_KEYS = {"dasd_version", "git_revision", "overwrite", "batch_size"}
+SUMMARY_ONLY_KEYS = frozenset({"pass_k"})  # change the summary of a stage, not its rows
 # On-policy methods train on the generate section's problems (the same ones).
 PROBLEM_KEYS = ("split", "data", "limit", "levels", "prompts", "chat_template_kwargs")
 
@@ -193,10 +194,10 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(config: Any, inputs: list[str]) -> str:
+def fingerprint(config: Any, inputs: list[str], ignore: frozenset[str] = frozenset()) -> str:
     unread = getattr(config, "resume_safe_keys", set)()  # e.g. hint's beta in a dasd stage
     settings = {k: v for k, v in config_to_dict(config).items()
-                if k not in PROVENANCE_KEYS | unread}
+                if k not in PROVENANCE_KEYS | unread | ignore}
     payload = {"settings": settings, "inputs": {p: _file_digest(Path(p)) for p in inputs}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -205,17 +206,19 @@ def run_stage(marker: Path, config: Any, inputs: list[str],
               stage: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """Run `stage(config)` unless `marker` says it already ran with these settings/inputs."""
     key = fingerprint(config, inputs)
+    rows_key = fingerprint(config, inputs, ignore=SUMMARY_ONLY_KEYS)
     previous = json.loads(marker.read_text()) if marker.is_file() else None
     if previous and previous["fingerprint"] == key:
         log.info("reusing %s", marker.parent / marker.stem.removeprefix(".stage-"))
         return {**previous["summary"], "reused": True}
-    if previous and hasattr(config, "overwrite"):  # settings or inputs changed: start over
-        config = dataclasses.replace(config, overwrite=True)
+    if previous and hasattr(config, "overwrite") and previous.get("rows") != rows_key:
+        config = dataclasses.replace(config, overwrite=True)  # its rows change: start over
     start = time.perf_counter()
-    summary = stage(config)
+    summary = stage(config)  # (only a summary setting changed: it resumes, decoding nothing)
     summary["stage_seconds"] = time.perf_counter() - start
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": key, "summary": summary}, default=str))
+    marker.write_text(json.dumps({"fingerprint": key, "rows": rows_key, "summary": summary},
+                                 default=str))
     return summary
 
 
