@@ -147,17 +147,9 @@ def load_training_levels(root: Path) -> dict[str, tuple[str, list[int] | None]]:
 
 def load_training_logs(root: Path) -> dict[str, list[dict[str, Any]]]:
     """Per-step training logs of every model of a `dasd run` folder, by name
-    (`train/<name>/train_log.jsonl`); unreadable lines are skipped."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted((root / "train").glob("*/train_log.jsonl")) if root.is_dir() else []:
-        rows = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        found[path.parent.name] = rows
-    return found
+    (`train/<name>/train_log.jsonl`)."""
+    paths = sorted((root / "train").glob("*/train_log.jsonl")) if root.is_dir() else []
+    return {path.parent.name: read_jsonl(path) for path in paths}
 
 
 def load_eval_summaries(root: Path, exclude: Path | None = None) -> dict[str, dict[str, Any]]:
