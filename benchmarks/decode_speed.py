@@ -4,14 +4,16 @@
     python benchmarks/decode_speed.py --limit 8 --max-new-tokens 48 --batch-sizes 1,4
 
 Variants, all greedy on the same `arith` train problems:
-  (a) hf-generate   `model.generate` on the reference prompt alone (plain self-distillation,
-                    the peer every ratio is taken against);
+  (a) hf-generate   `model.generate` on the reference prompt alone, with its default KV cache
+                    (plain self-distillation, the peer every ratio is taken against);
+  (a') generate-in-place  the same with the engines' in-place KV cache (`dasd.decoding.cache`,
+                    what `dasd eval` uses), to show how much of a gain is the cache's;
   (b) step          the step engine (`decode_pairs`): both contexts in one forward per token;
   (c) draft-verify  `decode_pairs_draft_verify`: reference drafts, base scores a chunk;
   (d) naive         two model copies, no cache, one example at a time (`--naive-limit`
                     problems, `--naive-max-new-tokens` each: it re-encodes both contexts
                     at every token, so it only runs on a small share; batch does not apply).
-Speed: (a), (b), (c) take turns batch by batch in one process, so load from other users of
+Speed: (a), (a'), (b), (c) take turns batch by batch in one process, so load from other users of
 the machine falls on all three alike; tokens/s and ratios to (a) per batch size. Memory:
 each variant runs again in a fresh subprocess on a few problems and reports its peak RSS
 while decoding (the resident weights included; the higher peak of loading is reset through
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from dasd.decoding.cache import growing_cache
 from dasd.decoding.draft_verify import decode_pairs_draft_verify
 from dasd.decoding.engine import FINISH_EOS, TokenTrace, decode_pairs, record_step, step_statistics
 from dasd.decoding.generate import encode
@@ -44,7 +47,8 @@ from dasd.models import eos_token_ids, load_model
 from dasd.tasks import get_task
 from dasd.tasks.prompts import render_prompts
 
-VARIANTS = ("hf-generate", "step", "draft-verify", "naive")
+VARIANTS = ("hf-generate", "generate-in-place", "step", "draft-verify", "naive")
+TIMED = VARIANTS[:4]
 
 
 def load_pairs(tokenizer, limit: int) -> list[tuple[list[int], list[int]]]:
@@ -80,15 +84,47 @@ def naive_two_copies(ref_model, base_model, ref: list[int], base: list[int], rul
     return trace
 
 
-def acceptance_bound(traces: list[TokenTrace], max_chunk: int = 16) -> tuple[float, float]:
-    """(q, bound): q is the share of emitted tokens that are the reference top-1 (a draft
-    is kept exactly there). With one forward per drafted token plus one base pass per
-    chunk of L, each about the cost of a one-token forward (memory-bound decoding), a
-    round emits E(L) = 1 + q + ... + q^(L-1) tokens for L + 1 forwards, so draft-verify
-    runs at most at max_L E(L) / (L + 1) of plain decoding's speed."""
+def acceptance_rate(traces: list[TokenTrace]) -> float:
+    """q: the share of emitted tokens that are the reference top-1 (a draft is kept exactly
+    there)."""
     ranks = [r for t in traces for r in t.ref_rank]
-    q = sum(r == 1 for r in ranks) / max(len(ranks), 1)
-    return q, max(sum(q ** j for j in range(n)) / (n + 1) for n in range(1, max_chunk + 1))
+    return sum(r == 1 for r in ranks) / max(len(ranks), 1)
+
+
+@torch.inference_mode()
+def forward_costs(model, prompt: list[int], shapes=((2, 1), (1, 2), (1, 4), (1, 8)),
+                  repeats: int = 15) -> dict[tuple[int, int], float]:
+    """Time of one cached forward of `rows` x `tokens` new tokens after `prompt`, relative
+    to one row of one token (median of `repeats`): how far this device is from the
+    memory-bound regime where extra rows or tokens in a forward come free."""
+    device = next(model.parameters()).device
+
+    def seconds(rows: int, tokens: int) -> float:
+        cache = growing_cache(model, len(prompt) + tokens)
+        model(input_ids=torch.tensor([prompt] * rows, device=device), cache=cache)
+        new = torch.tensor([prompt[-tokens:]] * rows, device=device)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(input_ids=new, cache=cache, logits_to_keep=tokens)
+            times.append(time.perf_counter() - start)
+            cache.crop(-tokens)
+        return sorted(times)[repeats // 2]
+
+    one = seconds(1, 1)
+    return {shape: seconds(*shape) / one for shape in shapes}
+
+
+def engine_bounds(q: float, costs: dict[tuple[int, int], float], max_chunk: int = 8
+                  ) -> tuple[float, float]:
+    """Upper bounds on each engine's speed relative to one-row, one-token decoding, from
+    forward costs alone (no overhead): the step engine pays a two-row forward per token;
+    draft-verify pays L one-row forwards plus a base pass of L tokens per round and emits
+    E(L) = 1 + q + ... + q^(L-1) tokens (L among the measured token counts)."""
+    step = 1 / costs[(2, 1)]
+    chunks = [tokens for rows, tokens in costs if rows == 1 and tokens <= max_chunk]
+    draft = max(sum(q ** j for j in range(n)) / (n + costs[(1, n)]) for n in chunks)
+    return step, draft
 
 
 def runners(model, tokenizer, args, step_traces: list[TokenTrace] | None = None
@@ -107,6 +143,8 @@ def runners(model, tokenizer, args, step_traces: list[TokenTrace] | None = None
 
     out = {
         "hf-generate": lambda batch: [ids for ids, _ in generate_greedy(
+            model, tokenizer, refs(batch), args.max_new_tokens, eos, in_place_cache=False)],
+        "generate-in-place": lambda batch: [ids for ids, _ in generate_greedy(
             model, tokenizer, refs(batch), args.max_new_tokens, eos)],
         "step": step,
         "draft-verify": lambda batch: [t.token_ids for t in decode_pairs_draft_verify(
@@ -209,16 +247,17 @@ def main() -> None:
     model, tokenizer = load_model(args.model)
     step_traces: list[TokenTrace] = []
     run, pairs = runners(model, tokenizer, args, step_traces), load_pairs(tokenizer, args.limit)
-    measure_speed(run, pairs[:1], 1, VARIANTS[:3])  # warm-up
+    measure_speed(run, pairs[:1], 1, TIMED)  # warm-up
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     rows = []
     for size in args.batch_sizes:
-        rates, outputs = measure_speed(run, pairs, size, VARIANTS[:3])
+        rates, outputs = measure_speed(run, pairs, size, TIMED)
         same = sum(a == b for a, b in zip(outputs["step"], outputs["draft-verify"], strict=True))
         rows.append((size, rates, same))
     naive_rate, _ = measure_speed(run, pairs[: args.naive_limit], 1, ["naive"])
+    costs = forward_costs(model, pairs[0][0])
     report(args, model, weights, rows, naive_rate["naive"], len(pairs),
-           acceptance_bound(step_traces[1:]))
+           acceptance_rate(step_traces[1:]), costs)
 
 
 def _mb(value: float | None) -> str:
@@ -226,11 +265,11 @@ def _mb(value: float | None) -> str:
 
 
 def report(args, model, weights: float, rows, naive_rate: float, n: int,
-           acceptance: tuple[float, float]) -> None:
+           q: float, costs: dict[tuple[int, int], float]) -> None:
     memory = {}
     if args.memory_limit:
         for size in args.batch_sizes:
-            for name in VARIANTS[:3]:
+            for name in TIMED:
                 memory[(name, size)] = peak_memory_mb(args, name, size)
         memory[("naive", 1)] = peak_memory_mb(args, "naive", 1)
     device = next(model.parameters()).device
@@ -241,7 +280,7 @@ def report(args, model, weights: float, rows, naive_rate: float, n: int,
     print("|---|---|---|---|---|")
     for size, rates, _ in rows:
         peer = rates["hf-generate"]
-        for name in VARIANTS[:3]:
+        for name in TIMED:
             print(f"| {name} | {size} | {rates[name]:.1f} | {rates[name] / peer:.2f}x | "
                   f"{_mb(memory.get((name, size)))} |")
     print(f"| naive (two copies, {args.naive_limit} problem(s), {args.naive_max_new_tokens} "
@@ -250,10 +289,12 @@ def report(args, model, weights: float, rows, naive_rate: float, n: int,
     for size, _, same in rows:
         print(f"\nbatch {size}: draft-verify emitted the step engine's tokens on {same}/{n} "
               "problems")
-    q, bound = acceptance
-    print(f"\nreference top-1 emitted (draft kept) at {100 * q:.1f}% of tokens: with "
-          f"one-token forwards costing the same, draft-verify can reach at most {bound:.2f}x "
-          "of plain decoding where decoding is memory-bound (batch 1)")
+    step, draft = engine_bounds(q, costs)
+    shown = ", ".join(f"{rows}x{tokens}: {cost:.2f}" for (rows, tokens), cost in costs.items())
+    print(f"\nforward cost, rows x new tokens, relative to 1x1: {shown}")
+    print(f"reference top-1 emitted (draft kept) at {100 * q:.1f}% of tokens")
+    print(f"bounds from forward costs alone (no overhead), relative to one-row decoding: step "
+          f"engine {step:.2f}x, draft-verify {draft:.2f}x")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
-from transformers import DynamicCache
 
+from dasd.decoding.cache import growing_cache
 from dasd.decoding.engine import left_pad, step_statistics
 from dasd.decoding.rules import SelectionRule
 
@@ -114,7 +114,7 @@ class _Context:
         self.pending, self.pending_mask = left_pad(prompts, pad_id, device)
         self.mask = self.pending_mask[:, :0]
         self.seen = torch.zeros(len(prompts), dtype=torch.long, device=device)
-        self.cache = DynamicCache(config=model.config)
+        self.cache = growing_cache(model, self.pending.shape[-1] + 256)
 
     def feed(self, ids: torch.Tensor, new_mask: torch.Tensor, keep: int) -> torch.Tensor:
         """Run `ids` [B, T] through the model; log-probabilities of the last `keep` columns."""

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
 
+from dasd.decoding.cache import growing_cache
 from dasd.decoding.rules import SelectionRule
 
 FINISH_EOS, FINISH_LENGTH = "eos", "length"
@@ -56,12 +56,13 @@ def step_statistics(ref_logprobs: torch.Tensor, base_logprobs: torch.Tensor,
     chosen = tokens[:, None]
     base_top3 = torch.topk(base_logprobs, min(3, base_logprobs.shape[-1]), dim=-1).indices
     entropy = -(base_logprobs.exp() * base_logprobs).nan_to_num().sum(-1)
+    ranks = rank_in(ref_logprobs, torch.cat([chosen, base_top3], dim=-1)).to(ref_logprobs.dtype)
     columns = [
         base_logprobs.gather(-1, chosen).exp(),
         ref_logprobs.gather(-1, chosen).exp(),
-        rank_in(ref_logprobs, chosen).to(ref_logprobs.dtype),
+        ranks[:, :1],
         entropy[:, None],
-        rank_in(ref_logprobs, base_top3).to(ref_logprobs.dtype),
+        ranks[:, 1:],
     ]
     return torch.cat(columns, dim=-1).double().cpu()
 
@@ -124,7 +125,7 @@ def decode_pairs(model, ref_prompts: Sequence[Sequence[int]], base_prompts: Sequ
         return traces
     input_ids, attention_mask = left_pad([*ref_prompts, *base_prompts], pad_id, device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
+    cache = growing_cache(model, input_ids.shape[-1] + max_new_tokens)
     active = torch.arange(n)                      # example index of each active pair
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
     _start_rule(rule, ref_prompts, base_prompts, keys, decode)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from dasd.config import DecodeStageConfig
+from dasd.decoding.cache import generation_cache
 from dasd.decoding.generate import encode
 from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
@@ -139,8 +140,10 @@ def apply_adapter(model, adapter: str | Path):
 def generate_batch(model, tokenizer, prompts_ids: list[list[int]], max_new_tokens: int,
                    eos_ids: list[int], *, do_sample: bool = False, temperature: float = 1.0,
                    top_p: float = 1.0, top_k: int = 0, num_return_sequences: int = 1,
-                   seed: int | None = None) -> list[tuple[list[int], str]]:
-    """Decode a batch of token-id prompts with `model.generate` (left padding, KV cache).
+                   seed: int | None = None, in_place_cache: bool = True
+                   ) -> list[tuple[list[int], str]]:
+    """Decode a batch of token-id prompts with `model.generate` (left padding, KV cache:
+    the engines' in-place one unless `in_place_cache` is False).
 
     Returns `(token_ids, finish_reason)` per sequence, prompt-major when
     `num_return_sequences` > 1 (prompt 0's sequences first). `token_ids` end with the EOS
@@ -166,17 +169,20 @@ def generate_batch(model, tokenizer, prompts_ids: list[list[int]], max_new_token
     if do_sample and seed is not None:
         set_seed(seed)
     device = getattr(model, "device", torch.device("cpu"))
+    cache = generation_cache(model, width + max_new_tokens) if in_place_cache else None
     with torch.inference_mode():
         output = model.generate(input_ids=input_ids.to(device),
                                 attention_mask=attention_mask.to(device),
-                                generation_config=settings)
+                                generation_config=settings, **({"cache": cache} if cache else {}))
     return [_cut_at_eos(row[width:].tolist(), eos_ids) for row in output]
 
 
 def generate_greedy(model, tokenizer, prompts_ids: list[list[int]], max_new_tokens: int,
-                    eos_ids: list[int]) -> list[tuple[list[int], str]]:
+                    eos_ids: list[int], in_place_cache: bool = True
+                    ) -> list[tuple[list[int], str]]:
     """Greedy `generate_batch`: one `(token_ids, finish_reason)` per prompt."""
-    return generate_batch(model, tokenizer, prompts_ids, max_new_tokens, eos_ids)
+    return generate_batch(model, tokenizer, prompts_ids, max_new_tokens, eos_ids,
+                          in_place_cache=in_place_cache)
 
 
 def _cut_at_eos(new_ids: list[int], eos_ids: list[int]) -> tuple[list[int], str]:
