@@ -83,3 +83,15 @@ def test_statistics_describe_the_chosen_token():
     assert all(0 < p <= 1 for p in trace.p_base + trace.p_ref)
     assert all(h >= 0 for h in trace.base_entropy)
     assert all(len(r) == 3 and min(r) >= 1 for r in trace.base_top3_ref_rank)
+
+
+def test_rank_in_breaks_exact_ties_toward_the_lower_id():
+    from dasd.decoding.engine import rank_in
+    logprobs = torch.log(torch.tensor([[0.1, 0.3, 0.1, 0.3, 0.2],
+                                       [0.5, 0.2, 0.15, 0.1, 0.05]]))
+    tokens = torch.tensor([[3, 1, 2, 4], [0, 4, 2, 1]])
+    order = torch.sort(logprobs, dim=-1, descending=True, stable=True).indices
+    expected = torch.stack([(order[r][None, :] == tokens[r][:, None]).int().argmax(-1) + 1
+                            for r in range(2)])
+    assert rank_in(logprobs, tokens).tolist() == expected.tolist() == [[2, 1, 5, 3],
+                                                                       [1, 5, 3, 2]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,33 @@ def test_check_runs_the_asserts(example) -> None:
     empty = task.check("I don't know.\n```python\n```", example)
     assert (empty.extracted, empty.how, empty.correct) == (None, "none", False)
     assert empty.outcome == "no-code"
+
+
+def test_check_many_runs_sandboxes_at_once_and_keeps_the_order(example, monkeypatch) -> None:
+    task = MBPPTask()
+    monkeypatch.setattr(MBPPTask, "check_workers", 4)
+    together = threading.Barrier(2, timeout=30)  # breaks unless two checks overlap
+    run_tests = MBPPTask.run_tests
+
+    def meet_then_run(self, code, example):
+        together.wait()
+        return run_tests(self, code, example)
+
+    monkeypatch.setattr(MBPPTask, "run_tests", meet_then_run)
+    good = "```python\ndef add(a, b):\n    return a + b\n```"
+    bad = "```python\ndef add(a, b):\n    return 3\n```"
+    checks = task.check_many([(good, example), (bad, example), (bad, example), (good, example)])
+    assert [c.correct for c in checks] == [True, False, False, True]
+
+
+def test_in_process_checkers_stay_on_the_main_thread(monkeypatch) -> None:
+    task = get_task("arith")
+    assert task.check_workers == 1
+    seen = []
+    monkeypatch.setattr(type(task), "check",
+                        lambda self, response, ex: seen.append(threading.current_thread()))
+    task.check_many([("1", None), ("2", None)])
+    assert seen == [threading.main_thread()] * 2
 
 
 def test_setup_code_runs_after_the_code_and_before_the_asserts(tmp_path: Path,

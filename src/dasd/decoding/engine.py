@@ -43,11 +43,13 @@ class TokenTrace:
 def rank_in(logprobs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """1-based rank of `tokens` [B, m] in each row of `logprobs` [B, V], ties to the lower id
     (the order of `ranked_top_k`)."""
-    values = logprobs.gather(-1, tokens)                                   # [B, m]
-    higher = (logprobs[:, None, :] > values[..., None]).sum(-1)
-    ids = torch.arange(logprobs.shape[-1], device=logprobs.device)
-    tied_before = ((logprobs[:, None, :] == values[..., None]) & (ids < tokens[..., None])).sum(-1)
-    return 1 + higher + tied_before
+    values = logprobs.gather(-1, tokens)[..., None]                       # [B, m, 1]
+    rows = logprobs[:, None, :]
+    rank = 1 + (rows > values).sum(-1)
+    if bool(((rows == values).sum(-1) > 1).any()):  # exact ties are rare: count them only then
+        ids = torch.arange(logprobs.shape[-1], device=logprobs.device)
+        rank = rank + ((rows == values) & (ids < tokens[..., None])).sum(-1)
+    return rank
 
 
 def step_statistics(ref_logprobs: torch.Tensor, base_logprobs: torch.Tensor,

@@ -26,7 +26,8 @@ from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
 from dasd.records import append_rows, pending_batches, sidecar
-from dasd.tasks import Example, Task, load_split
+from dasd.tasks import Example, load_split
+from dasd.tasks.base import AnswerCheck
 from dasd.tasks.prompts import render_prompts
 
 log = logging.getLogger(__name__)
@@ -104,11 +105,9 @@ def _rounded(values: list[float]) -> list[float]:
     return [float(f"{v:.6g}") for v in values]
 
 
-def make_row(config: GenerateConfig, task: Task, example: Example, prompts: tuple[str, str],
-             prompt_ids: tuple[list[int], list[int]], trace: TokenTrace, tokenizer,
-             settings: dict[str, Any]) -> dict[str, Any]:
-    response = tokenizer.decode(trace.token_ids, skip_special_tokens=True)
-    check = task.check(response, example)
+def make_row(config: GenerateConfig, example: Example, prompts: tuple[str, str],
+             prompt_ids: tuple[list[int], list[int]], trace: TokenTrace, response: str,
+             check: AnswerCheck, settings: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": example.id, "task": config.task, "split": config.split, "level": example.level,
         "method": config.method, "settings": settings,
@@ -173,8 +172,10 @@ def _decode_missing(config, task, template, examples, done, rule, model, tokeniz
                 model, [r for _, r in ids], [b for b, _ in ids], rule, eos,
                 config.max_new_tokens, tokenizer.pad_token_id, on_step=bar.add_tokens,
                 keys=[e.id for e in batch], decode=tokenizer.decode)
-            append_rows(out, [make_row(config, task, e, t, i, tr, tokenizer, settings)
-                              for e, t, i, tr in zip(batch, texts, ids, traces, strict=True)])
+            responses = [tokenizer.decode(t.token_ids, skip_special_tokens=True) for t in traces]
+            checks = task.check_many(list(zip(responses, batch, strict=True)))
+            append_rows(out, [make_row(config, *row, settings) for row in zip(
+                batch, texts, ids, traces, responses, checks, strict=True)])
             total_tokens += sum(len(t.token_ids) for t in traces)
             bar.advance(len(batch))
     return total_tokens, time.perf_counter() - start

@@ -33,6 +33,7 @@ from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
 from dasd.records import append_rows, finished_rows, open_output, pending_batches, sidecar
 from dasd.tasks import Example, Task, load_split
+from dasd.tasks.base import AnswerCheck
 from dasd.tasks.prompts import render_prompts
 
 log = logging.getLogger(__name__)
@@ -194,36 +195,44 @@ def _cut_at_eos(new_ids: list[int], eos_ids: list[int]) -> tuple[list[int], str]
     return new_ids, "length"
 
 
-def score(task: Task, example: Example, token_ids: list[int], finish_reason: str,
-          tokenizer) -> dict[str, Any]:
-    """One answer through the task's checker: response text, extracted answer, verdict."""
-    response = tokenizer.decode(token_ids, skip_special_tokens=True)
-    check = task.check(response, example)
+def score_answers(task: Task, examples: list[Example], answers: list[tuple[list[int], str]],
+                  tokenizer) -> list[dict[str, Any]]:
+    """Each answer (token ids, finish reason) of the matching example through the task's
+    checker (`check_many`: code tasks check several at once): response text, extracted
+    answer, verdict."""
+    responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in answers]
+    checks = task.check_many(list(zip(responses, examples, strict=True)))
+    return [score(response, check, ids, reason)
+            for response, check, (ids, reason) in zip(responses, checks, answers, strict=True)]
+
+
+def score(response: str, check: AnswerCheck, token_ids: list[int], finish_reason: str
+          ) -> dict[str, Any]:
     outcome = {"outcome": check.outcome} if check.outcome is not None else {}
     return {"response": response, "extracted_answer": check.extracted,
             "answer_how": check.how, "correct": check.correct, **outcome,
             "finish_reason": finish_reason, "n_tokens": len(token_ids)}
 
 
-def make_row(config: EvalConfig, task: Task, example: Example, prompt: str,
-             token_ids: list[int], finish_reason: str, tokenizer) -> dict[str, Any]:
-    scored = score(task, example, token_ids, finish_reason, tokenizer)
+def make_row(config: EvalConfig, example: Example, prompt: str, scored: dict[str, Any]
+             ) -> dict[str, Any]:
+    """An eval row from one `score`d answer."""
     return {
         "id": example.id, "task": config.task, "split": config.split, "level": example.level,
         "prompt": prompt, "response": scored["response"],
         "extracted_answer": scored["extracted_answer"], "answer_how": scored["answer_how"],
         "gold_answer": example.answer, "correct": scored["correct"],
         **({"outcome": scored["outcome"]} if "outcome" in scored else {}),
-        "finish_reason": finish_reason, "n_tokens": len(token_ids),
+        "finish_reason": scored["finish_reason"], "n_tokens": scored["n_tokens"],
     }
 
 
-def make_sampled_row(config: EvalConfig, task: Task, example: Example, prompt: str,
-                     answers: list[tuple[list[int], str]], tokenizer) -> dict[str, Any]:
+def make_sampled_row(config: EvalConfig, example: Example, prompt: str,
+                     samples: list[dict[str, Any]]) -> dict[str, Any]:
     """The row of the first sample (same fields as greedy), plus every sample's verdict."""
-    row = make_row(config, task, example, prompt, *answers[0], tokenizer)
-    row["samples"] = [score(task, example, ids, reason, tokenizer) for ids, reason in answers]
-    row["n_correct"] = sum(sample["correct"] for sample in row["samples"])
+    row = make_row(config, example, prompt, samples[0])
+    row["samples"] = samples
+    row["n_correct"] = sum(sample["correct"] for sample in samples)
     return row
 
 
@@ -313,12 +322,16 @@ def _decode_missing(config: EvalConfig, task: Task, template, examples: list[Exa
             if config.sampling:
                 answers = sample_answers(config, model, tokenizer, ids, eos,
                                          seed=config.sample_seed + position[batch[0].id])
-                rows = [make_sampled_row(config, task, e, p, a, tokenizer)
-                        for e, p, a in zip(batch, prompts, answers, strict=True)]
+                n = config.samples
+                scored = score_answers(task, [e for e in batch for _ in range(n)],
+                                       [a for group in answers for a in group], tokenizer)
+                rows = [make_sampled_row(config, e, p, scored[i * n:(i + 1) * n])
+                        for i, (e, p) in enumerate(zip(batch, prompts, strict=True))]
             else:
                 results = generate_greedy(model, tokenizer, ids, config.max_new_tokens, eos)
-                rows = [make_row(config, task, e, p, answer, reason, tokenizer)
-                        for e, p, (answer, reason) in zip(batch, prompts, results, strict=True)]
+                rows = [make_row(config, e, p, scored) for e, p, scored in
+                        zip(batch, prompts, score_answers(task, batch, results, tokenizer),
+                            strict=True)]
             append_rows(out, rows)
             batch_tokens = sum(sum(a["n_tokens"] for a in row.get("samples", [row]))
                                for row in rows)

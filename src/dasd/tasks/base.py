@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -53,6 +55,10 @@ class Task(ABC):
 
     name: ClassVar[str]
     prompts: ClassVar[PromptTemplate]
+    # How many answers `check_many` checks at once: 1 for checkers that run in-process
+    # (math-verify's timeouts use signals, which only the main thread can take); code
+    # tasks, whose checks mostly wait on a sandbox subprocess, run several in threads.
+    check_workers: ClassVar[int] = 1
 
     @abstractmethod
     def load(self, split: str, path: str | None = None, limit: int | None = None,
@@ -62,3 +68,11 @@ class Task(ABC):
     @abstractmethod
     def check(self, response: str, example: Example) -> AnswerCheck:
         """Extract the final answer of `response` and compare it with `example.answer`."""
+
+    def check_many(self, pairs: Sequence[tuple[str, Example]]) -> list[AnswerCheck]:
+        """`check` of every (response, example) pair, in order, up to `check_workers` at
+        once."""
+        if self.check_workers <= 1 or len(pairs) <= 1:
+            return [self.check(response, example) for response, example in pairs]
+        with ThreadPoolExecutor(min(self.check_workers, len(pairs))) as pool:
+            return list(pool.map(lambda pair: self.check(*pair), pairs))

@@ -18,6 +18,7 @@ strings) stops loading with an error naming the first such rows and how many the
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -129,6 +130,7 @@ class MBPPTask(Task):
     name: ClassVar[str] = "mbpp"
     prompts: ClassVar[PromptTemplate] = PROMPTS
     sandbox: ClassVar[SandboxSettings] = SandboxSettings()
+    check_workers: ClassVar[int] = min(8, os.cpu_count() or 1)
 
     def load(self, split: str, path: str | None = None, limit: int | None = None,
              seed: int = 0) -> list[Example]:
