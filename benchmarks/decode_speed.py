@@ -100,7 +100,7 @@ def forward_costs(model, prompt: list[int], shapes=((2, 1), (1, 2), (1, 4), (1, 
     device = next(model.parameters()).device
 
     def seconds(rows: int, tokens: int) -> float:
-        cache = growing_cache(model, len(prompt) + tokens)
+        cache = growing_cache(model, room=tokens)
         model(input_ids=torch.tensor([prompt] * rows, device=device), cache=cache)
         new = torch.tensor([prompt[-tokens:]] * rows, device=device)
         times = []

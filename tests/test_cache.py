@@ -24,8 +24,8 @@ def assert_same(a: DynamicLayer, b: DynamicLayer) -> None:
 
 def test_growing_layer_follows_dynamic_layer_through_appends_crops_and_selects():
     g = torch.Generator().manual_seed(0)
-    grown, plain = GrowingLayer(capacity=3), DynamicLayer()
-    for columns in (5, 1, 1, 4):  # the first update overflows the capacity, later ones grow
+    grown, plain = GrowingLayer(room=3), DynamicLayer()
+    for columns in (5, 1, 1, 4):  # the prompt gets 3 spare columns; the last update grows
         k, v = states(g, 4, columns)
         out_grown, out_plain = grown.update(k, v), plain.update(k, v)
         assert all(torch.equal(x, y) for x, y in zip(out_grown, out_plain, strict=True))
@@ -44,6 +44,18 @@ def test_growing_layer_follows_dynamic_layer_through_appends_crops_and_selects()
     assert grown.get_seq_length() == 0
 
 
+def test_spare_room_stays_small_as_the_cache_grows():
+    g = torch.Generator().manual_seed(5)
+    layer = GrowingLayer(room=4)
+    layer.update(*states(g, 1, 10))
+    assert layer._key_buffer.shape[-2] == 14  # the prompt and `room` more, nothing reserved
+    for _ in range(200):
+        layer.update(*states(g, 1, 1))
+        spare = layer._key_buffer.shape[-2] - layer.filled
+        assert 0 <= spare <= max(4, layer.filled // 4)
+    assert layer.get_seq_length() == 210
+
+
 def test_growing_layer_refuses_a_positive_crop():
     layer = GrowingLayer()
     layer.update(*states(torch.Generator().manual_seed(1), 1, 2))
@@ -55,7 +67,7 @@ def test_model_logits_are_the_same_with_either_cache():
     model = make_model(64, seed=2)
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(3, 64, (2, 9), generator=g)
-    ours, theirs = growing_cache(model, capacity=4), DynamicCache(config=model.config)
+    ours, theirs = growing_cache(model, room=1), DynamicCache(config=model.config)
     with torch.no_grad():
         for chunk in (ids[:, :5], ids[:, 5:6], ids[:, 6:9]):
             a = model(input_ids=chunk, cache=ours, use_cache=True).logits
@@ -73,13 +85,13 @@ def test_sliding_window_layers_keep_their_own_class():
     assert kinds == {GrowingLayer, DynamicSlidingWindowLayer}
 
 
-def test_step_engine_tokens_do_not_depend_on_the_starting_capacity(monkeypatch):
+def test_step_engine_tokens_do_not_depend_on_the_room(monkeypatch):
     model = make_model(64, seed=4, eos_id=1, eos_bias=0.3)
     refs, bases = [[5, 6, 7, 8, 9], [10, 11]], [[12], [13, 14, 15]]
     rule = build_rule("dasd")
     roomy = decode_pairs(model, refs, bases, rule, [1], 30, pad_id=0)
     monkeypatch.setattr("dasd.decoding.engine.growing_cache",
-                        lambda m, capacity: growing_cache(m, capacity=1))
+                        lambda m, room: growing_cache(m, room=1))
     cramped = decode_pairs(model, refs, bases, rule, [1], 30, pad_id=0)
     assert [t.token_ids for t in roomy] == [t.token_ids for t in cramped]
     assert [t.p_base for t in roomy] == [t.p_base for t in cramped]
@@ -95,4 +107,4 @@ def test_generate_gives_the_same_answers_with_the_in_place_cache(tokenizer, tiny
     theirs = generate_batch(tiny_model, tokenizer, prompts, 40, eos, in_place_cache=False,
                             **settings)
     assert ours == theirs
-    assert generation_cache(tiny_model, 8) is not None
+    assert generation_cache(tiny_model) is not None

@@ -114,7 +114,7 @@ class _Context:
         self.pending, self.pending_mask = left_pad(prompts, pad_id, device)
         self.mask = self.pending_mask[:, :0]
         self.seen = torch.zeros(len(prompts), dtype=torch.long, device=device)
-        self.cache = growing_cache(model, self.pending.shape[-1] + 256)
+        self.cache = growing_cache(model)
 
     def feed(self, ids: torch.Tensor, new_mask: torch.Tensor, keep: int) -> torch.Tensor:
         """Run `ids` [B, T] through the model; log-probabilities of the last `keep` columns."""

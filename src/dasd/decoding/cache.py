@@ -2,10 +2,12 @@
 
 transformers' `DynamicLayer` grows by `torch.cat`, which copies a layer's whole cache at
 every step: on a CPU that copy is a sixth of a batch-16 decode's time and grows with the
-response. `GrowingLayer` keeps each full-attention layer in a buffer with spare room
-(doubling when full), writes new columns into it and hands attention a view of the
-filled part; cropping (draft-and-verify's rollback) only moves the fill mark. Sliding
-window and other special layers keep transformers' own class.
+response. `GrowingLayer` keeps each full-attention layer in a buffer with spare room,
+writes new columns into it and hands attention a view of the filled part; cropping
+(draft-and-verify's rollback) only moves the fill mark. When the room runs out the buffer
+grows by a quarter of what it holds (at least `room` columns), so copies are rare and the
+spare memory stays small: long `max_new_tokens` budgets are not reserved up front, as a
+static cache would. Sliding-window and other special layers keep transformers' own class.
 """
 
 from __future__ import annotations
@@ -16,20 +18,21 @@ from transformers.cache_utils import DynamicLayer
 
 
 class GrowingLayer(DynamicLayer):
-    """`DynamicLayer` with in-place appends into a buffer of `capacity` columns or more."""
+    """`DynamicLayer` with in-place appends into a buffer with `room` spare columns or more."""
 
-    def __init__(self, capacity: int = 256, **kwargs) -> None:
+    def __init__(self, room: int = 256, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.capacity = capacity
+        if room < 1:
+            raise ValueError(f"room must be >= 1; got {room}")
+        self.room = room
         self.filled = 0
         self._key_buffer = self._value_buffer = None
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
         self.filled = 0
-        self._key_buffer = self._allocate(key_states, max(self.capacity, key_states.shape[-2]))
-        self._value_buffer = self._allocate(value_states,
-                                            max(self.capacity, value_states.shape[-2]))
+        self._key_buffer = self._allocate(key_states, key_states.shape[-2] + self.room)
+        self._value_buffer = self._allocate(value_states, value_states.shape[-2] + self.room)
         self.is_initialized = True
 
     @staticmethod
@@ -38,7 +41,7 @@ class GrowingLayer(DynamicLayer):
         return like.new_empty((*lead, columns, width))
 
     def _grow(self, needed: int) -> None:
-        columns = max(needed, 2 * self._key_buffer.shape[-2])
+        columns = needed + max(self.room, needed // 4)
         for name in ("_key_buffer", "_value_buffer"):
             old = getattr(self, name)
             new = self._allocate(old, columns)
@@ -95,19 +98,19 @@ class GrowingLayer(DynamicLayer):
         super().reset()
 
 
-def growing_cache(model, capacity: int = 256) -> DynamicCache:
+def growing_cache(model, room: int = 256) -> DynamicCache:
     """The model's `DynamicCache` with every plain full-attention layer made a
-    `GrowingLayer` of `capacity` columns to start with (prompt + expected response)."""
+    `GrowingLayer` (`room`: spare columns beyond the prompt, and the least it grows by)."""
     cache = DynamicCache(config=model.config)
-    cache.layers = [GrowingLayer(capacity) if type(layer) is DynamicLayer else layer
+    cache.layers = [GrowingLayer(room) if type(layer) is DynamicLayer else layer
                     for layer in cache.layers]
     return cache
 
 
-def generation_cache(model, capacity: int) -> DynamicCache | None:
+def generation_cache(model, room: int = 256) -> DynamicCache | None:
     """A `growing_cache` for `model.generate`, or None (generate's own choice) for models
     whose generation does not run on a `DynamicCache` (encoder-decoders, custom caches)."""
     supports = getattr(model, "_supports_default_dynamic_cache", None)
     if supports is None or not supports() or getattr(model.config, "is_encoder_decoder", False):
         return None
-    return growing_cache(model, capacity)
+    return growing_cache(model, room)

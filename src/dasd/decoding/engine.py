@@ -127,7 +127,7 @@ def decode_pairs(model, ref_prompts: Sequence[Sequence[int]], base_prompts: Sequ
         return traces
     input_ids, attention_mask = left_pad([*ref_prompts, *base_prompts], pad_id, device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    cache = growing_cache(model, input_ids.shape[-1] + max_new_tokens)
+    cache = growing_cache(model, room=min(max_new_tokens, 256))
     active = torch.arange(n)                      # example index of each active pair
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
     _start_rule(rule, ref_prompts, base_prompts, keys, decode)

@@ -170,7 +170,7 @@ def generate_batch(model, tokenizer, prompts_ids: list[list[int]], max_new_token
     if do_sample and seed is not None:
         set_seed(seed)
     device = getattr(model, "device", torch.device("cpu"))
-    cache = generation_cache(model, width + max_new_tokens) if in_place_cache else None
+    cache = generation_cache(model, room=min(max_new_tokens, 256)) if in_place_cache else None
     with torch.inference_mode():
         output = model.generate(input_ids=input_ids.to(device),
                                 attention_mask=attention_mask.to(device),
