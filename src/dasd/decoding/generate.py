@@ -26,7 +26,7 @@ from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
 from dasd.records import append_rows, pending_batches, sidecar
-from dasd.tasks import Example, load_split
+from dasd.tasks import Example, Task, load_split
 from dasd.tasks.base import AnswerCheck
 from dasd.tasks.prompts import render_prompts
 
@@ -101,6 +101,14 @@ def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=tokenizer.chat_template is None)["input_ids"]
 
 
+def decode_and_check(task: Task, tokenizer, token_ids: list[list[int]],
+                     examples: list[Example]) -> tuple[list[str], list[AnswerCheck]]:
+    """The response text of each token-id list and the task's verdict on it (`check_many`:
+    code tasks check several at once)."""
+    responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
+    return responses, task.check_many(list(zip(responses, examples, strict=True)))
+
+
 def _rounded(values: list[float]) -> list[float]:
     return [float(f"{v:.6g}") for v in values]
 
@@ -172,8 +180,8 @@ def _decode_missing(config, task, template, examples, done, rule, model, tokeniz
                 model, [r for _, r in ids], [b for b, _ in ids], rule, eos,
                 config.max_new_tokens, tokenizer.pad_token_id, on_step=bar.add_tokens,
                 keys=[e.id for e in batch], decode=tokenizer.decode)
-            responses = [tokenizer.decode(t.token_ids, skip_special_tokens=True) for t in traces]
-            checks = task.check_many(list(zip(responses, batch, strict=True)))
+            responses, checks = decode_and_check(task, tokenizer,
+                                                 [t.token_ids for t in traces], batch)
             append_rows(out, [make_row(config, *row, settings) for row in zip(
                 batch, texts, ids, traces, responses, checks, strict=True)])
             total_tokens += sum(len(t.token_ids) for t in traces)

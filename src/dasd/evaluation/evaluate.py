@@ -27,7 +27,7 @@ import torch
 
 from dasd.config import DecodeStageConfig
 from dasd.decoding.cache import generation_cache
-from dasd.decoding.generate import encode
+from dasd.decoding.generate import decode_and_check, encode
 from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
@@ -198,10 +198,8 @@ def _cut_at_eos(new_ids: list[int], eos_ids: list[int]) -> tuple[list[int], str]
 def score_answers(task: Task, examples: list[Example], answers: list[tuple[list[int], str]],
                   tokenizer) -> list[dict[str, Any]]:
     """Each answer (token ids, finish reason) of the matching example through the task's
-    checker (`check_many`: code tasks check several at once): response text, extracted
-    answer, verdict."""
-    responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in answers]
-    checks = task.check_many(list(zip(responses, examples, strict=True)))
+    checker: response text, extracted answer, verdict."""
+    responses, checks = decode_and_check(task, tokenizer, [ids for ids, _ in answers], examples)
     return [score(response, check, ids, reason)
             for response, check, (ids, reason) in zip(responses, checks, answers, strict=True)]
 
@@ -323,8 +321,8 @@ def _decode_missing(config: EvalConfig, task: Task, template, examples: list[Exa
                 answers = sample_answers(config, model, tokenizer, ids, eos,
                                          seed=config.sample_seed + position[batch[0].id])
                 n = config.samples
-                scored = score_answers(task, [e for e in batch for _ in range(n)],
-                                       [a for group in answers for a in group], tokenizer)
+                scored = score_answers(task, [e for e in batch for _ in range(n)], answers,
+                                       tokenizer)
                 rows = [make_sampled_row(config, e, p, scored[i * n:(i + 1) * n])
                         for i, (e, p) in enumerate(zip(batch, prompts, strict=True))]
             else:
@@ -342,13 +340,12 @@ def _decode_missing(config: EvalConfig, task: Task, template, examples: list[Exa
 
 
 def sample_answers(config: EvalConfig, model, tokenizer, prompts_ids: list[list[int]],
-                   eos_ids: list[int], seed: int) -> list[list[tuple[list[int], str]]]:
-    """`config.samples` seeded samples per prompt, grouped by prompt."""
-    n = config.samples
-    flat = generate_batch(model, tokenizer, prompts_ids, config.max_new_tokens, eos_ids,
+                   eos_ids: list[int], seed: int) -> list[tuple[list[int], str]]:
+    """`config.samples` seeded samples per prompt, prompt-major (prompt 0's first)."""
+    return generate_batch(model, tokenizer, prompts_ids, config.max_new_tokens, eos_ids,
                           do_sample=True, temperature=config.temperature, top_p=config.top_p,
-                          top_k=config.top_k, num_return_sequences=n, seed=seed)
-    return [flat[i * n:(i + 1) * n] for i in range(len(prompts_ids))]
+                          top_k=config.top_k, num_return_sequences=config.samples,
+                          seed=seed)
 
 
 def _sampling_settings(config: EvalConfig) -> dict[str, Any]:
