@@ -1,9 +1,11 @@
 """The code sandbox: hostile programs fail their run without harming the host or the test.
 
 Every case runs twice: with the kernel isolation the OS allows ("namespaces") and with the
-fallback alone (rlimits and Python guards, `namespaces=False`), so the fallback is
-exercised even where namespaces work. Where a guarantee depends on the layer, the test
-reads `result.protections` and asserts what that layer promises; nothing is skipped.
+fallback alone (rlimits, Landlock, seccomp and Python guards, `namespaces=False`), so the
+fallback is exercised even where namespaces work. Where a guarantee depends on the layer,
+the test reads `result.protections` and asserts what that layer promises; nothing is
+skipped. Fake passes are in test_sandbox_verdict.py, the fallback's kernel walls and the
+interpreter choice in test_sandbox_fallback.py.
 """
 
 from __future__ import annotations
@@ -152,10 +154,11 @@ def test_socket_cannot_reach_a_local_listener(limits: SandboxSettings) -> None:
         with pytest.raises(TimeoutError):
             server.accept()
     assert not result.passed and result.status == "error"
-    if result.protections["network"] == "namespace":
-        assert "Network is unreachable" in result.stderr
-    else:
-        assert "network access is disabled" in result.stderr
+    expected = {"namespace": ("Network is unreachable", "Operation not permitted"),
+                "seccomp": ("network access is disabled", "Operation not permitted"),
+                "landlock (tcp)": ("network access is disabled", "Permission denied"),
+                "guard": ("network access is disabled",)}[result.protections["network"]]
+    assert any(message in result.stderr for message in expected), result.stderr
 
 
 @pytest.mark.parametrize("stream", ["sys.stdout", "sys.stderr"])
@@ -176,11 +179,18 @@ def test_big_file_is_refused(limits: SandboxSettings) -> None:
 
 def test_protections_are_reported() -> None:
     fallback = run_python("pass", replace(QUICK, namespaces=False)).protections
-    assert fallback == {"network": "guard", "filesystem": "guard", "processes": "process group"}
+    assert fallback["processes"] == "process group"
+    assert fallback["verdict"] == "completion report"
+    landlock, seccomp = fallback["landlock"], fallback["seccomp"]
+    assert landlock.startswith(("abi ", "unavailable: ")), landlock
+    assert seccomp.startswith(("on: ", "unavailable: ")), seccomp
+    assert fallback["filesystem"] == ("landlock" if landlock.startswith("abi") else "guard")
+    if seccomp.startswith("on"):
+        assert fallback["network"] == "seccomp"
     isolated = run_python("pass", QUICK).protections
     if isolated["network"] == "namespace":
         assert isolated["processes"] == "pid namespace"
-    assert isolated["filesystem"] in ("read-only mounts", "guard")
+    assert isolated["filesystem"] in ("read-only mounts", "landlock", "guard")
 
 
 def test_parallel_runs_from_threads_stay_separate() -> None:
@@ -198,8 +208,10 @@ def test_bad_settings_are_refused(change: dict) -> None:
 
 
 def test_missing_interpreter_is_a_one_line_error() -> None:
-    with pytest.raises(DasdError, match="cannot start the sandbox interpreter"):
+    with pytest.raises(DasdError, match="no Python interpreter works in the sandbox .*"
+                       "/nonexistent/python is not an executable file") as error:
         run_python("pass", replace(QUICK, python="/nonexistent/python"))
+    assert "\n" not in str(error.value)
     assert not any(p.name.startswith("dasd-sandbox-") and p.stat().st_mtime > time.time() - 5
                    for p in Path(tempfile.gettempdir()).iterdir())
 

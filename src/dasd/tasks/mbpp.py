@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from dasd.errors import DasdError
-from dasd.evaluation.sandbox import SandboxResult, SandboxSettings, run_python
+from dasd.evaluation.sandbox import SandboxResult, SandboxSettings, run_python, sandbox_python
 from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
 from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, require, row_source
 from dasd.tasks.prompts import check_template
@@ -137,10 +137,13 @@ class MBPPTask(Task):
         """The first `limit` rows in file order (`seed` is unused: the order is the file's).
 
         Every row of the file or split is checked, so a malformed row is reported even
-        beyond `limit`.
+        beyond `limit`. The sandbox's interpreter is checked first (once per process), so a
+        machine where no program could import the standard library stops here, not with
+        every answer scored wrong.
         """
         check_limit(limit)
         check_split(self.name, split, SPLITS)
+        sandbox_python(self.sandbox)
         if path is not None:
             return _examples(read_rows(path), split, lambda i: row_source(path, i))[:limit]
         rows = load_hub_rows(HUB_ID, HUB_CONFIG, split)
