@@ -5,6 +5,7 @@ import json
 import pytest
 
 import dasd.decoding.generate as generate_module
+from dasd.config import build_config
 from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
 from dasd.records import sidecar
@@ -18,7 +19,8 @@ FIELDS = {"id", "task", "split", "level", "method", "settings", "question", "ref
 def run(tmp_path, tiny_model, tokenizer, name="out.jsonl", **overrides):
     settings = {"task": "arith", "limit": 6, "batch_size": 4, "max_new_tokens": 12,
                 "out": str(tmp_path / name), **overrides}
-    return generate(GenerateConfig(**settings), model=tiny_model, tokenizer=tokenizer)
+    return generate(build_config(GenerateConfig, settings), model=tiny_model,
+                    tokenizer=tokenizer)
 
 
 def rows(path):
@@ -78,18 +80,22 @@ def test_larger_limit_extends_without_touching_finished_rows(tmp_path, tiny_mode
 
 def test_changed_settings_refuse_to_resume(tmp_path, tiny_model, tokenizer):
     run(tmp_path, tiny_model, tokenizer, limit=2)
-    with pytest.raises(DasdError, match=r"other settings \(tau=0.2->0.3\).*--overwrite"):
+    with pytest.raises(DasdError, match=r"other settings \(settings.tau=0.2->0.3\).*--overwrite"):
         run(tmp_path, tiny_model, tokenizer, limit=2, tau=0.3)
     summary = run(tmp_path, tiny_model, tokenizer, limit=2, tau=0.3, overwrite=True)
     assert summary["settings"]["tau"] == 0.3 and len(rows(tmp_path / "out.jsonl")) == 2
 
 
-def test_settings_the_rule_does_not_read_do_not_block_a_resume(tmp_path, tiny_model,
-                                                                tokenizer):
+def test_a_setting_of_another_method_is_refused(tmp_path, tiny_model, tokenizer):
+    # dasd has no `beta`: it is hint's, so it cannot silently do nothing here
+    with pytest.raises(DasdError, match="method 'dasd' has no setting 'beta'"):
+        run(tmp_path, tiny_model, tokenizer, limit=3, beta=1.0)
+
+
+def test_engine_and_batch_size_resume_the_same_file(tmp_path, tiny_model, tokenizer):
     run(tmp_path, tiny_model, tokenizer, limit=2)
     first = rows(tmp_path / "out.jsonl")
-    # dasd reads no hint setting: the rows would be the same, so the file resumes
-    run(tmp_path, tiny_model, tokenizer, limit=3, beta=1.0, temperature=0.7)
+    run(tmp_path, tiny_model, tokenizer, limit=3, batch_size=1, engine="draft-verify")
     assert rows(tmp_path / "out.jsonl")[:2] == first and len(rows(tmp_path / "out.jsonl")) == 3
 
 

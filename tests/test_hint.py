@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import TopPLogitsWarper
 
+from dasd.config import build_config
 from dasd.decoding.engine import decode_pairs
 from dasd.decoding.generate import GenerateConfig, generate
 from dasd.decoding.rules import build_rule
@@ -238,7 +239,8 @@ def test_greedy_after_marker_is_the_base_models_argmax(one_thread):
 def run(tmp_path, tiny_model, tokenizer, **overrides):
     settings = {"task": "arith", "limit": 4, "batch_size": 2, "max_new_tokens": 10,
                 "method": "hint", "out": str(tmp_path / "hint.jsonl"), **overrides}
-    return generate(GenerateConfig(**settings), model=tiny_model, tokenizer=tokenizer)
+    return generate(build_config(GenerateConfig, settings), model=tiny_model,
+                    tokenizer=tokenizer)
 
 
 def test_generate_with_hint_end_to_end(tmp_path, tiny_model, tokenizer, one_thread):
@@ -253,5 +255,5 @@ def test_generate_with_hint_end_to_end(tmp_path, tiny_model, tokenizer, one_thre
     again = run(tmp_path / "again", tiny_model, tokenizer, batch_size=4)
     assert again["samples"] == 4
     assert (tmp_path / "again" / "hint.jsonl").read_text() == (tmp_path / "hint.jsonl").read_text()
-    with pytest.raises(DasdError, match=r"other settings \(beta=3.0->1.0\)"):
+    with pytest.raises(DasdError, match=r"other settings \(settings.beta=3.0->1.0\)"):
         run(tmp_path, tiny_model, tokenizer, beta=1.0)

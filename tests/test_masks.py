@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dasd.analysis.stats import high_ppl_mask
-from dasd.config import DecodeStageConfig
+from dasd.config import DecodeStageConfig, build_config
 from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
 from dasd.records import read_jsonl, sidecar
@@ -33,9 +33,9 @@ def write_rows(path, rows) -> str:
 
 
 def train_config(data: str, out, **overrides) -> TrainConfig:
-    values = dict(data=data, out=str(out), learning_rate=1e-3, warmup_ratio=0.0, lora_r=4,
+    values = dict(data=data, out=str(out), learning_rate=1e-3, warmup_steps=0.0, lora_r=4,
                   lora_alpha=8, lora_dropout=0.0, per_device_train_batch_size=4, max_steps=1)
-    return TrainConfig(**{**values, **overrides})
+    return build_config(TrainConfig, {**values, **overrides})
 
 
 # ppl_mask: the threshold, by hand -------------------------------------------------------

@@ -29,9 +29,10 @@ def tiny(tokenizer):
 
 
 def fast(out, **overrides) -> OnPolicyConfig:
-    values = dict(limit=4, max_new_tokens=6, batch_size=2, max_steps=3, lora_r=4,
-                  lora_alpha=8, learning_rate=1e-2, out=str(out))
-    return OnPolicyConfig(**{**values, **overrides})
+    """Flat keys as in YAML: TRL's arguments and the method's settings included."""
+    values = dict(limit=4, max_completion_length=6, per_device_train_batch_size=2,
+                  max_steps=3, lora_r=4, lora_alpha=8, learning_rate=1e-2, out=str(out))
+    return build_config(OnPolicyConfig, {**values, **overrides})
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -48,7 +49,7 @@ def test_each_method_trains_and_saves_a_loadable_adapter(tmp_path, method):
     assert all("divergence" in row for row in log if "loss" in row)
     assert summary["seconds_per_step"] > 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["method"] == method and saved["learning_rate"] == 1e-2
+    assert saved["method"] == method and saved["trainer"]["learning_rate"] == 1e-2
     assert json.loads((out / "train_summary.json").read_text())["steps"] == 3
     merged = apply_adapter(fresh, out)  # the `dasd eval --adapter` path
     ids = torch.tensor([[5, 6, 7, 8]])
@@ -80,7 +81,7 @@ def test_teacher_is_the_frozen_model_on_the_reference_prompt(tmp_path):
     with torch.no_grad():
         expected = base(input_ids=batch["teacher_input_ids"],
                         attention_mask=batch["teacher_attention_mask"]).logits
-    expected = expected[:, -width - 1:-1] / config.temperature
+    expected = expected[:, -width - 1:-1] / config.resolved_trainer()["temperature"]
     keep = logits.loss_mask.bool()
     assert torch.allclose(logits.teacher_logits[keep], expected[keep], atol=1e-4)
     # The student sees the question only, with the adapter on: different distributions.
@@ -90,13 +91,17 @@ def test_teacher_is_the_frozen_model_on_the_reference_prompt(tmp_path):
 
 def test_method_defaults_fill_unset_fields_and_explicit_values_win():
     unresolved = OnPolicyConfig(method="pw-opsd")
-    assert unresolved.learning_rate is None  # a shared section stays method-neutral
+    assert "learning_rate" not in unresolved.trainer  # a shared section stays method-neutral
     pw = unresolved.resolved()
-    assert (pw.learning_rate, pw.max_grad_norm, pw.beta) == (5e-6, 0.1, 0.0)
-    opsd = dataclasses.replace(unresolved, method="opsd").resolved()
-    assert (opsd.learning_rate, opsd.beta, opsd.lora_r, opsd.lora_alpha) == (2e-4, 0.5, 64, 128)
-    assert (opsd.temperature, opsd.top_p, opsd.top_k, opsd.clip) == (1.1, 0.95, 20, 0.05)
-    assert OnPolicyConfig(method="pw-opsd", learning_rate=1e-4).resolved().learning_rate == 1e-4
+    assert (pw.trainer["learning_rate"], pw.trainer["max_grad_norm"], pw.settings["beta"]) == (
+        5e-6, 0.1, 0.0)
+    opsd = dataclasses.replace(unresolved, method="opsd", settings={}).resolved()
+    assert (opsd.trainer["learning_rate"], opsd.settings["beta"], opsd.lora_r,
+            opsd.lora_alpha) == (2e-4, 0.5, 64, 128)
+    assert (opsd.trainer["temperature"], opsd.trainer["top_p"], opsd.trainer["top_k"],
+            opsd.settings["clip"]) == (1.1, 0.95, 20, 0.05)
+    explicit = build_config(OnPolicyConfig, {"method": "pw-opsd", "learning_rate": 1e-4})
+    assert explicit.resolved().trainer["learning_rate"] == 1e-4
     assert OnPolicyConfig(method="da-opsd").out == "runs/arith/train/da-opsd"
 
 
@@ -106,13 +111,16 @@ def test_method_defaults_fill_unset_fields_and_explicit_values_win():
     ({"clip": 0.0}, "clip must be > 0"),
     ({"top_p": 0.0}, "top_p"),
     ({"temperature": 0.0}, "temperature"),
-    ({"da_rho": -0.1}, "da_rho"),
-    ({"batch_size": 3, "num_generations": 2}, "multiple of num_generations"),
+    ({"method": "da-opsd", "rho": -0.1}, "rho must be in"),
+    ({"method": "opsd", "rho": 0.1}, "method 'opsd' has no setting 'rho'"),
+    ({"da_rho": 0.1}, "older dasd: write `rho`"),
+    ({"batch_size": 2}, "older dasd: write TRL's `per_device_train_batch_size`"),
+    ({"per_device_train_batch_size": 3, "num_generations": 2}, "num_generations"),
     ({"max_steps": 0}, "max_steps"),
 ])
 def test_bad_settings_are_one_line_errors(values, message):
     with pytest.raises(DasdError, match=message) as err:
-        OnPolicyConfig(**values)
+        build_config(OnPolicyConfig, values)
     assert "\n" not in str(err.value)
 
 
@@ -130,7 +138,7 @@ def test_existing_adapter_needs_overwrite(tmp_path):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_yaml_configs_load(path):
     config = build_config(OnPolicyConfig, load_yaml(path))
-    assert config.method in METHODS and config.max_steps > 0
+    assert config.method in METHODS and config.resolved_trainer()["max_steps"] > 0
 
 
 def test_configs_exist_for_every_method():
@@ -142,7 +150,8 @@ def test_command_line_picks_the_method_from_yaml_and_refuses_unknown_ones(tmp_pa
     tiny(tokenizer).save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     settings = {"method": "da-opsd", "model": str(tmp_path / "m"), "limit": 2,
-                "max_new_tokens": 4, "batch_size": 2, "max_steps": 2, "lora_r": 2,
+                "max_completion_length": 4, "per_device_train_batch_size": 2, "max_steps": 2,
+                "lora_r": 2,
                 "lora_alpha": 4}
     (tmp_path / "da.yaml").write_text(yaml.safe_dump(settings))
     out = tmp_path / "da"

@@ -93,7 +93,7 @@ def test_sd_and_base_rules_are_greedy_and_labelled():
     ({"tau": 1.5}, "tau must be in (0, 1]"),
     ({"tau": math.nan}, "tau must be in (0, 1]"),
     ({"top_k": 0}, "top_k must be an integer >= 1"),
-    ({"fallback": "both"}, "fallback must be 'ref' or 'base'"),
+    ({"fallback": "both"}, "'fallback' must be one of ref, base"),
 ])
 def test_impossible_settings_are_refused(settings, message):
     with pytest.raises(DasdError, match=message.replace("(", r"\(").replace(")", r"\)")):

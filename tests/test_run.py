@@ -109,17 +109,20 @@ def test_every_shipped_config_loads(path):
         assert config.task in TASKS
         from dasd.training.onpolicy import METHODS
         for spec in config.methods:
-            if spec.decoding in METHODS:
-                assert config.onpolicy_config(spec).resolved().method == spec.decoding
+            if spec.onpolicy:
+                assert spec.method in METHODS
+                assert config.onpolicy_config(spec).resolved().method == spec.method
                 continue
-            assert spec.data_from or spec.decoding in {*RULES, "reference"}, spec
+            if spec.decodes:
+                assert spec.method in RULES
+                assert config.data_config(spec).settings == spec.settings
             config.train_config(spec, "x.jsonl")
 
 
 def test_methods_can_train_on_one_difficulty_level():
     config = build_config(RunConfig, {"methods": [{"name": "dasd-L2", "method": "dasd",
                                                    "levels": [2]}]})
-    generate_config = config.generate_config(config.methods[0])
+    generate_config = config.data_config(config.methods[0])
     assert generate_config.levels == [2] and generate_config.method == "dasd"
     from dasd.tasks import load_split
     _, _, examples = load_split(dataclasses.replace(generate_config, limit=5))
@@ -141,11 +144,9 @@ def test_baselines_run_from_one_config(tmp_path, model_dir):
     methods = [
         {"name": "sd", "train": {"rejected": "reference", "reject_mentions": True,
                                  "only_correct": True}},
-        {"name": "sd-mask-ppl", "data_from": "sd",
-         "train": {"mask": "mask_ppl", "mask_ppl_threshold": 1000.0}},
+        {"name": "sd-mask-ppl", "method": "mask-ppl", "data_from": "sd", "threshold": 1000.0},
         {"name": "gold", "method": "reference"},
-        {"name": "gold-profit", "data_from": "gold",
-         "train": {"loss": "profit", "profit_threshold": 1e-6}},
+        {"name": "gold-profit", "method": "profit", "data_from": "gold", "threshold": 1e-6},
     ]
     report = tiny_run(tmp_path, model_dir, methods=methods)
     root, results = tmp_path / "run", report["methods"]
@@ -167,12 +168,19 @@ def test_bad_baseline_settings_are_refused_before_anything_runs(tmp_path, model_
     with pytest.raises(DasdError, match="data_from 'gold' must name an earlier method"):
         tiny_run(tmp_path, model_dir, methods=[{"name": "x", "data_from": "gold"},
                                                {"name": "gold", "method": "reference"}])
-    with pytest.raises(DasdError, match="method 'x' train: unknown setting 'mask_ppl' "
-                                        r"\(did you mean 'mask'\?\)"):
+    with pytest.raises(DasdError, match="method 'x' train: unknown setting 'only_corect' "
+                                        r"\(did you mean 'only_correct'\?\)"):
         tiny_run(tmp_path, model_dir, methods=[{"name": "x", "method": "sd",
-                                                "train": {"mask_ppl": True}}])
-    with pytest.raises(DasdError, match="loss must be one of"):
-        tiny_run(tmp_path, model_dir, methods=[{"name": "sd", "train": {"loss": "x"}}])
+                                                "train": {"only_corect": True}}])
+    with pytest.raises(DasdError, match="'loss' is from an older dasd: ProFit is a method"):
+        tiny_run(tmp_path, model_dir, methods=[{"name": "sd", "train": {"loss": "profit"}}])
+    with pytest.raises(DasdError, match="is a setting of the method: write it in the entry"):
+        tiny_run(tmp_path, model_dir, methods=[{"name": "mp", "method": "mask-ppl",
+                                                "train": {"threshold": 3}}])
+    with pytest.raises(DasdError, match="sd decodes its own rows; drop data_from"):
+        tiny_run(tmp_path, model_dir, methods=[{"name": "gold", "method": "reference"},
+                                               {"name": "x", "method": "sd",
+                                                "data_from": "gold"}])
     assert not (tmp_path / "run").exists()
 
 
@@ -180,8 +188,8 @@ def test_on_policy_methods_run_beside_data_time_methods(tmp_path, model_dir):
     methods = [{"name": "dasd"},
                {"name": "opsd", "train": {"max_steps": 2}},
                {"name": "pw", "method": "pw-opsd", "train": {"learning_rate": 1e-3}}]
-    onpolicy = {"max_steps": 1, "batch_size": 2, "max_new_tokens": 4, "lora_r": 4,
-                "lora_alpha": 8}
+    onpolicy = {"max_steps": 1, "per_device_train_batch_size": 2,
+                "max_completion_length": 4, "lora_r": 4, "lora_alpha": 8}
     report = tiny_run(tmp_path, model_dir, methods=methods, onpolicy=onpolicy)
     root, results = tmp_path / "run", report["methods"]
     assert not (root / "generate" / "opsd.jsonl").exists()
@@ -189,22 +197,23 @@ def test_on_policy_methods_run_beside_data_time_methods(tmp_path, model_dir):
     pw = yaml.safe_load((root / "train" / "pw" / "config.yaml").read_text())
     # the same problems as the data-time methods; each method its own paper defaults
     assert opsd["limit"] == pw["limit"] == 4 and opsd["split"] == "train"
-    assert (opsd["method"], opsd["max_steps"], opsd["learning_rate"]) == ("opsd", 2, 2e-4)
-    assert (pw["method"], pw["max_steps"], pw["learning_rate"], pw["beta"]) == (
-        "pw-opsd", 1, 1e-3, 0.0)
+    assert (opsd["method"], opsd["trainer"]["max_steps"], opsd["trainer"]["learning_rate"]) == (
+        "opsd", 2, 2e-4)
+    assert (pw["method"], pw["trainer"]["max_steps"], pw["trainer"]["learning_rate"],
+            pw["settings"]["beta"]) == ("pw-opsd", 1, 1e-3, 0.0)
     assert results["opsd"]["train"]["steps"] == 2 and results["pw"]["train"]["steps"] == 1
     assert results["opsd"]["eval"]["n"] == results["dasd"]["eval"]["n"] == 3
     assert "| pw |" in (root / "results.md").read_text()
     assert "on-policy rollouts" in (root / "results.md").read_text()
     # the run's own config stays method-neutral, so rerunning it gives the same settings
     saved = yaml.safe_load((root / "config.yaml").read_text())
-    assert saved["onpolicy"]["learning_rate"] is None
+    assert "learning_rate" not in saved["onpolicy"]["trainer"]
     assert all(tiny_run(tmp_path, model_dir, methods=methods, onpolicy=onpolicy)["methods"][
         name]["train"].get("reused") for name in ("opsd", "pw"))
 
 
 def test_on_policy_methods_refuse_decoding_settings(tmp_path, model_dir):
-    with pytest.raises(DasdError, match="remove tau, data_from"):
+    with pytest.raises(DasdError, match="trains on its own rollouts: remove data_from"):
         tiny_run(tmp_path, model_dir, methods=[{"name": "dasd"}, {
             "name": "opsd", "tau": 0.3, "data_from": "dasd"}])
 
@@ -217,10 +226,14 @@ def test_sampled_eval_section_reports_pass_at_every_sample():
     assert config.eval_config("x", None).k == 2
 
 
-def test_a_setting_the_method_does_not_read_reuses_its_stages(tmp_path, model_dir):
+def test_settings_that_change_no_output_reuse_every_stage(tmp_path, model_dir):
     tiny_run(tmp_path, model_dir)
-    again = tiny_run(tmp_path, model_dir, generate={"beta": 1.0})  # hint's, not sd's or dasd's
+    again = tiny_run(tmp_path, model_dir, generate={"batch_size": 2, "engine": "draft-verify"},
+                     train={"logging_steps": 5, "report_to": "none"}, eval={"batch_size": 1})
     assert all(reused(again).values())
+    with pytest.raises(DasdError, match="generate.beta' is from an older dasd: a method "
+                                        "setting: write it in the method's entry"):
+        tiny_run(tmp_path, model_dir, generate={"beta": 1.0})
 
 
 def test_results_table_has_level_columns_only_for_tasks_with_levels():

@@ -1,10 +1,12 @@
 """Training-side baselines: the self-distillation filters, Mask-PPL in `dasd train`, ProFit."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from dasd.config import build_config
 from dasd.errors import DasdError
 from dasd.training import TrainConfig, train
 from dasd.training.data import build_dataset
@@ -110,8 +112,8 @@ def _first_batch_loss(config, tokenizer, dataset):
 
 
 def _token_loss(config):
-    from dasd.training.masks import TOKEN_LOSSES
-    return TOKEN_LOSSES[config.loss](config)
+    token_loss = getattr(config.method_settings(), "token_loss", None)
+    return token_loss() if token_loss else None
 
 
 def test_profit_trainer_loss_matches_the_formula_and_nll_at_threshold_zero(tmp_path):
@@ -127,13 +129,15 @@ def test_profit_trainer_loss_matches_the_formula_and_nll_at_threshold_zero(tmp_p
     gold = logp.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
     assert nll == pytest.approx(-(gold[mask]).sum().item() / mask.sum().item(), rel=1e-4)
 
-    threshold = gold[mask].exp().median().item()  # the tiny model's p are near 1/V
-    profit = TrainConfig(**{**base.__dict__, "loss": "profit", "profit_threshold": threshold})
+    # the tiny model's p are near 1/V: a threshold between two middle ones, not on one
+    probs = sorted(set(gold[mask].exp().tolist()))
+    threshold = (probs[len(probs) // 2 - 1] + probs[len(probs) // 2]) / 2
+    profit = dataclasses.replace(base, method="profit", settings={"threshold": threshold})
     loss, _, _ = _first_batch_loss(profit, tokenizer, dataset)
     keep = mask & (gold.exp() >= threshold)
     assert 0 < keep.sum() < mask.sum(), "the test needs some tokens on each side"
     assert loss == pytest.approx(-(gold[keep]).sum().item() / mask.sum().item(), rel=1e-4)
-    tiny_threshold = TrainConfig(**{**base.__dict__, "loss": "profit", "profit_threshold": 1e-12})
+    tiny_threshold = dataclasses.replace(base, method="profit", settings={"threshold": 1e-12})
     assert _first_batch_loss(tiny_threshold, tokenizer, dataset)[0] == pytest.approx(nll, rel=1e-4)
 
 
@@ -145,8 +149,8 @@ def test_train_with_mask_ppl_profit_and_reference_fallback(tmp_path):
     data = write_rows(tmp_path / "rows.jsonl", [*rows, wrong])
 
     # the untrained tiny model's perplexities are near V: a threshold of V splits them
-    summary = train(fast_config(data, tmp_path / "a", mask="mask_ppl", rejected="reference",
-                                mask_ppl_threshold=len(tokenizer), max_steps=1),
+    summary = train(fast_config(data, tmp_path / "a", method="mask-ppl", rejected="reference",
+                                threshold=len(tokenizer), max_steps=1),
                     model=tiny(tokenizer), tokenizer=tokenizer)
     stats = summary["rows"]
     assert stats["used"] == 5 and stats["replaced_by_reference"] == {"not_correct": 1}
@@ -154,18 +158,22 @@ def test_train_with_mask_ppl_profit_and_reference_fallback(tmp_path):
         encode(tokenizer, "ab ab")) + 1
     assert 0 < stats["loss_tokens_per_epoch"] < all_tokens - 5
 
-    summary = train(fast_config(data, tmp_path / "b", loss="profit", max_steps=2),
+    summary = train(fast_config(data, tmp_path / "b", method="profit", max_steps=2),
                     model=tiny(tokenizer), tokenizer=tokenizer)
     assert summary["rows"]["used"] == 4 and summary["steps"] == 2
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"rejected": "keep"}, "rejected must be one of drop, reference"),
-    ({"mask": "ppl"}, "mask must be one of none, mask_ppl"),
-    ({"loss": "focal"}, "loss must be one of nll, profit"),
-    ({"mask_ppl_threshold": 0.5}, "mask_ppl_threshold must be > 1"),
-    ({"profit_threshold": 1.5}, r"ProFit threshold must be a probability in \(0, 1\)"),
+    ({"rejected": "keep"}, "'rejected' must be one of drop, reference"),
+    ({"method": "mask_ppl"}, "unknown SFT method 'mask_ppl'.*did you mean 'mask-ppl'"),
+    ({"method": "mask-ppl", "threshold": 0.5}, "mask-ppl threshold must be > 1"),
+    ({"method": "mask-ppl", "source": "guess"}, "'source' must be one of auto"),
+    ({"method": "profit", "threshold": 1.5},
+     r"ProFit threshold must be a probability in \(0, 1\)"),
+    ({"method": "sft", "threshold": 0.5}, "method 'sft' has no setting 'threshold'"),
+    ({"mask": "mask_ppl"}, "older dasd: Mask-PPL is a method now"),
+    ({"profit_threshold": 0.2}, "older dasd: write `threshold`"),
 ])
 def test_bad_method_settings_are_refused(overrides, message):
     with pytest.raises(DasdError, match=message):
-        TrainConfig(data="x.jsonl", **overrides)
+        build_config(TrainConfig, {"data": "x.jsonl", **overrides})

@@ -194,10 +194,11 @@ def test_a_leftover_part_with_other_settings_is_refused(tmp_path, tiny_model, to
     for name in LAUNCH_VARS:
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(DasdError, match=r"shard-00001-of-00002.part was written with other "
-                                        r"settings \(tau=0.2->0.3\)"):
-        generate(GenerateConfig(**SETTINGS, out=str(out), tau=0.3), model=tiny_model,
+                                        r"settings \(settings.tau=0.2->0.3\)"):
+        generate(GenerateConfig(**SETTINGS, out=str(out), settings={"tau": 0.3}), model=tiny_model,
                  tokenizer=tokenizer)
-    generate(GenerateConfig(**SETTINGS, out=str(out), tau=0.3, overwrite=True),
+    generate(GenerateConfig(**SETTINGS, out=str(out), settings={"tau": 0.3},
+                            overwrite=True),
              model=tiny_model, tokenizer=tokenizer)
     assert len(rows(out)) == 5 and not shard_dir(out).exists()
 

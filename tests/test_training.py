@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import yaml
 from transformers import AutoModelForCausalLM
 
+from dasd.config import build_config
 from dasd.errors import DasdError
 from dasd.training import TrainConfig, load_trained, train
 from dasd.training.data import build_dataset
@@ -47,9 +48,10 @@ def tiny(tokenizer, seed: int = 0):
 
 
 def fast_config(data, out, **overrides) -> TrainConfig:
-    values = dict(data=data, out=str(out), learning_rate=1e-2, warmup_ratio=0.0, lora_r=8,
+    """Flat keys as in YAML: TRL's arguments (learning_rate, max_steps, ...) included."""
+    values = dict(data=data, out=str(out), learning_rate=1e-2, warmup_steps=0.0, lora_r=8,
                   lora_alpha=16, lora_dropout=0.0, per_device_train_batch_size=4, max_steps=4)
-    return TrainConfig(**{**values, **overrides})
+    return build_config(TrainConfig, {**values, **overrides})
 
 
 def completion_loss(model, rows) -> float:
@@ -189,8 +191,10 @@ def test_bad_mask_and_rows_without_ids_are_refused(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ({"learning_rate": -1e-5}, "learning_rate must be > 0"),
     ({"learning_rate": 0.0}, "learning_rate must be > 0"),
-    ({"warmup_ratio": -0.1}, r"warmup_ratio must be in \[0, 1\)"),
-    ({"warmup_ratio": 1.5}, r"warmup_ratio must be in \[0, 1\)"),
+    ({"warmup_steps": -0.1}, "warmup_steps >= 0"),
+    ({"warmup_ratio": 0.2}, "older dasd: write TRL's `warmup_steps`"),
+    ({"lr_scheduler_type": "bogus"}, "TRL's SFTConfig refused these arguments: bogus"),
+    ({"save_stepz": 5}, "did you mean 'save_steps'"),
     ({"max_steps": 0}, "max_steps must be >= 1, or -1"),
     ({"num_train_epochs": 0.0}, "num_train_epochs must be > 0"),
     ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be >= 1"),
@@ -202,7 +206,7 @@ def test_bad_mask_and_rows_without_ids_are_refused(tmp_path):
 ])
 def test_bad_config_values_are_refused(overrides, message):
     with pytest.raises(DasdError, match=message):
-        TrainConfig(data="rows.jsonl", **overrides)
+        build_config(TrainConfig, {"data": "rows.jsonl", **overrides})
 
 
 def test_missing_inputs_and_existing_adapter_are_refused(tmp_path):
@@ -219,8 +223,8 @@ def test_missing_inputs_and_existing_adapter_are_refused(tmp_path):
 
 def test_defaults_follow_the_paper_and_out_follows_the_data():
     config = TrainConfig(data="runs/gsm8k/generate/dasd.jsonl")
-    assert (config.learning_rate, config.warmup_ratio, config.lora_target_modules) == (
-        2e-5, 0.2, "all-linear")
+    assert (config.trainer["learning_rate"], config.trainer["warmup_steps"],
+            config.lora_target_modules) == (2e-5, 0.2, "all-linear")
     assert (config.lora_r, config.lora_alpha, config.only_correct) == (16, 32, True)
     assert config.data == ["runs/gsm8k/generate/dasd.jsonl"]
     assert config.out == "runs/gsm8k/train/dasd"
@@ -265,7 +269,7 @@ def test_model_loaded_from_a_directory_trains_saves_and_merges(tmp_path):
     log_rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log_rows if "loss" in r] == [1, 2]
     resolved = yaml.safe_load((out / "config.yaml").read_text())
-    assert resolved["model"] == str(base_dir) and resolved["max_steps"] == 2
+    assert resolved["model"] == str(base_dir) and resolved["trainer"]["max_steps"] == 2
 
     with_adapter, _ = load_trained(str(base_dir), out)
     merged = AutoModelForCausalLM.from_pretrained(out / "merged")
@@ -273,3 +277,70 @@ def test_model_loaded_from_a_directory_trains_saves_and_merges(tmp_path):
     with torch.no_grad():
         assert torch.allclose(with_adapter(input_ids=ids).logits, merged(input_ids=ids).logits,
                               atol=1e-5)
+
+
+def test_trl_arguments_pass_through_under_their_own_names(tmp_path):
+    tokenizer = make_tokenizer()
+    data = write_rows(tmp_path / "rows.jsonl", [make_row(tokenizer, i) for i in range(4)])
+    config = fast_config(data, tmp_path / "out", device="cpu", lr_scheduler_type="cosine",
+                         weight_decay="0.01", save_strategy="no", report_to="none")
+    dataset, _ = build_dataset(config.data)
+    args = build_trainer(config, tiny(tokenizer), tokenizer, dataset).args
+    assert (args.lr_scheduler_type, args.weight_decay, args.save_strategy) == (
+        "cosine", 0.01, "no")
+
+
+class StopAt:
+    """A trainer callback that kills training (KeyboardInterrupt) after `step`."""
+
+    def __init__(self, step: int) -> None:
+        from transformers import TrainerCallback
+
+        stop_step = step
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == stop_step:
+                    raise KeyboardInterrupt
+
+        self.callback = Callback()
+
+
+def test_killed_training_resumes_from_its_checkpoint_to_the_same_adapter(tmp_path,
+                                                                         monkeypatch):
+    from safetensors.torch import load_file
+
+    import dasd.training.sft as sft
+
+    tokenizer = make_tokenizer()
+    data = write_rows(tmp_path / "rows.jsonl", [make_row(tokenizer, i) for i in range(8)])
+
+    def config(out):
+        return fast_config(data, tmp_path / out, device="cpu", max_steps=4, save_steps=2,
+                           per_device_train_batch_size=2, lora_dropout=0.0)
+
+    train(config("whole"), tiny(tokenizer), tokenizer)
+    real_build = sft.build_trainer
+
+    def build_and_kill(*args, **kwargs):
+        trainer = real_build(*args, **kwargs)
+        trainer.add_callback(StopAt(3).callback)
+        return trainer
+
+    monkeypatch.setattr(sft, "build_trainer", build_and_kill)
+    with pytest.raises(KeyboardInterrupt):
+        train(config("cut"), tiny(tokenizer), tokenizer)
+    monkeypatch.setattr(sft, "build_trainer", real_build)
+    assert (tmp_path / "cut" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "cut" / "adapter_model.safetensors").exists()
+    summary = train(config("cut"), tiny(tokenizer), tokenizer)  # the same command again
+    assert summary["steps"] == 4
+    whole = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    resumed = load_file(tmp_path / "cut" / "adapter_model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.allclose(whole[name], resumed[name], atol=1e-6), name
+    with pytest.raises(DasdError, match="other settings .*trainer.learning_rate"):
+        (tmp_path / "cut" / "adapter_model.safetensors").unlink()
+        train(fast_config(data, tmp_path / "cut", device="cpu", max_steps=4, save_steps=2,
+                          learning_rate=5e-3), tiny(tokenizer), tokenizer)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import logging
 import os
 import sys
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,7 +16,13 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from dasd import __version__
-from dasd.config import add_config_arguments, config_from_args, load_yaml
+from dasd.config import (
+    add_config_arguments,
+    config_from_args,
+    config_keys,
+    did_you_mean,
+    load_yaml,
+)
 from dasd.errors import DasdError
 from dasd.progress import console
 
@@ -124,49 +128,55 @@ def _train_method(args: argparse.Namespace) -> str:
     return str(method or "sft")
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
+def _train_config_cls(method: str) -> type:
+    """The config of `dasd train --method`: SFT methods (sft, mask-ppl, profit) train on
+    rows, on-policy methods on their own rollouts."""
+    from dasd.training import TrainConfig
+    from dasd.training.masks import SFT_METHODS
     from dasd.training.onpolicy import METHODS
 
-    method = _train_method(args)
+    if method in SFT_METHODS:
+        return TrainConfig
     if method in METHODS:
-        from dasd.training.onpolicy import OnPolicyConfig, train_onpolicy
+        from dasd.training.onpolicy import OnPolicyConfig
 
-        print_onpolicy_summary(train_onpolicy(config_from_args(OnPolicyConfig, args)))
-        return
-    if method != "sft":
-        raise DasdError(f"unknown training method '{method}': choose sft (SFT on --data rows) "
-                        f"or an on-policy method: {', '.join(METHODS)}")
-    from dasd.training import TrainConfig, train
-
-    print_train_summary(train(config_from_args(TrainConfig, args)))
+        return OnPolicyConfig
+    choices = [*SFT_METHODS, *METHODS]
+    raise DasdError(f"unknown training method '{method}': choose one of {', '.join(choices)}"
+                    f"{did_you_mean(method, choices)}")
 
 
-def _train_flags() -> type:
-    """`dasd train` takes the flags of SFT (`TrainConfig`) and of the on-policy methods
-    (`OnPolicyConfig`); `--method` decides which of the two the values are parsed into, so
-    each config still refuses keys it does not know. A flag both share shows both helps."""
+def _cmd_train(args: argparse.Namespace) -> None:
+    method = _train_method(args)
+    cls = _train_config_cls(method)
+    given = {key for key in vars(args) if key in _train_flag_keys()}
+    unused = sorted(given - set(config_keys(cls)))
+    if unused:
+        flags = ", ".join("--" + key.replace("_", "-") for key in unused)
+        raise DasdError(f"{flags}: not a setting of `dasd train --method {method}` (they "
+                        "belong to the other kind of training: rows or rollouts)")
+    config = config_from_args(cls, args)
+    if cls.__name__ == "TrainConfig":
+        from dasd.training import train
+
+        print_train_summary(train(config))
+    else:
+        from dasd.training.onpolicy import train_onpolicy
+
+        print_onpolicy_summary(train_onpolicy(config))
+
+
+def _train_classes() -> tuple[type, ...]:
+    """`dasd train` takes the keys of SFT (`TrainConfig`) and of the on-policy methods
+    (`OnPolicyConfig`); `--method` decides which of the two parses them."""
     from dasd.training import TrainConfig
     from dasd.training.onpolicy.config import OnPolicyConfig
 
-    specs: dict[str, tuple[str, Any, Any]] = {"method": ("method", str, field(
-        default="sft", metadata={"help": "sft: LoRA SFT on --data rows; on-policy (rollouts "
-                                         "from --task): opsd, pw-opsd, da-opsd"}))}
-    for cls in (TrainConfig, OnPolicyConfig):
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            help_text = f.metadata.get("help", "")
-            if f.name not in specs:
-                default = None if f.default is dataclasses.MISSING else f.default
-                specs[f.name] = (f.name, hints[f.name], field(default=default,
-                                                              metadata={"help": help_text}))
-                continue
-            _, tp, first = specs[f.name]
-            if f.name != "method" and help_text != first.metadata["help"]:
-                own = "" if f.default in (first.default, dataclasses.MISSING) else \
-                    f" [on-policy default: {f.default}]"
-                both = f"sft: {first.metadata['help']}; on-policy: {help_text}{own}"
-                specs[f.name] = (f.name, tp, field(default=first.default, metadata={"help": both}))
-    return dataclasses.make_dataclass("TrainFlags", list(specs.values()))
+    return TrainConfig, OnPolicyConfig
+
+
+def _train_flag_keys() -> set[str]:
+    return {key for cls in _train_classes() for key in config_keys(cls)}
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -213,18 +223,19 @@ def _cmd_show(args: argparse.Namespace) -> None:
     show(config.path, config.id, config.color_by, console=results)
 
 
-def _config_cls(module: str, name: str) -> Callable[[], type]:
-    def load() -> type:
-        return getattr(importlib.import_module(module), name)
+def _config_cls(module: str, name: str) -> Callable[[], tuple[type, ...]]:
+    def load() -> tuple[type, ...]:
+        return (getattr(importlib.import_module(module), name),)
     return load
 
 
 COMMANDS: dict[str, tuple[str, Callable[[], type], Callable[[argparse.Namespace], None]]] = {
     "generate": ("decode a task split with dasd, sd, base or hint; write JSONL + summary",
                  _config_cls("dasd.decoding.generate", "GenerateConfig"), _cmd_generate),
-    "train": ("LoRA training with TRL: SFT on the correct rows of generated JSONL files, or "
-              "on-policy self-distillation (--method opsd|pw-opsd|da-opsd)",
-              _train_flags, _cmd_train),
+    "train": ("LoRA training with TRL: SFT on the correct rows of generated JSONL files "
+              "(--method sft|mask-ppl|profit), or on-policy self-distillation (--method "
+              "opsd|pw-opsd|da-opsd); every TRL argument under TRL's name",
+              _train_classes, _cmd_train),
     "eval": ("accuracy (greedy, or Avg@k / pass@k sampled) of a model (+ LoRA adapter)",
              _config_cls("dasd.evaluation.evaluate", "EvalConfig"), _cmd_eval),
     "run": ("the whole comparison from one YAML: generate, train, evaluate, results table",
@@ -232,7 +243,7 @@ COMMANDS: dict[str, tuple[str, Callable[[], type], Callable[[argparse.Namespace]
     "analyze": ("the paper's analyses of generated data: figures, CSVs, report.html",
                 _config_cls("dasd.analysis", "AnalyzeConfig"), _cmd_analyze),
     "show": ("one generated example, token by token, coloured in the terminal",
-             lambda: ShowConfig, _cmd_show),
+             lambda: (ShowConfig,), _cmd_show),
 }
 
 # Commands whose first argument may be given without a flag: (metavar, config field).
@@ -240,26 +251,31 @@ POSITIONAL = {"run": ("CONFIG.yaml", "config"), "analyze": ("PATH", "path"),
               "show": ("PATH", "path")}
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The `dasd` parser; only the command named in `argv` gets its config flags (building
+    them imports that stage, e.g. TRL for `train`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((arg for arg in argv if arg in COMMANDS), None)
     parser = argparse.ArgumentParser(prog="dasd", description="Distribution-aligned "
                                      "self-distillation: generate, train, evaluate, analyze.")
     parser.add_argument("--version", action="version", version=f"dasd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, config_cls, handler) in COMMANDS.items():
+    for name, (help_text, config_classes, handler) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         if name in POSITIONAL:
             metavar, dest = POSITIONAL[name]
             command.add_argument("positional", metavar=metavar, nargs="?",
                                  help=f"same as --{dest}")
             command.set_defaults(positional_dest=dest)
-        add_config_arguments(command, config_cls())
+        if name == chosen:
+            add_config_arguments(command, *config_classes())
         command.set_defaults(handler=handler)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    args = make_parser(argv).parse_args(argv)
     if getattr(args, "positional", None) is not None:
         setattr(args, args.positional_dest, args.positional)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

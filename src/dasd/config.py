@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import hashlib
+import json
 import subprocess
 import types
 import typing
@@ -38,7 +40,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, checked: bool = False) -> Any:
     """Turn a YAML or command-line value into the field's type, or raise naming the key."""
     inner, optional = _unwrap_optional(tp)
     if value is None or (optional and str(value).lower() in ("none", "null")):
@@ -48,7 +50,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return inner.from_string(value)
         if not isinstance(value, dict):
             raise DasdError(f"config key '{key}' must be a mapping, got {value!r}")
-        return build_config(inner, value, prefix=f"{key}.")
+        return build_config(inner, value, prefix=f"{key}.", checked=checked)
     origin = get_origin(inner)
     try:
         if origin is Literal:
@@ -87,18 +89,54 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def build_config(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
-    """Instantiate `cls` from a (possibly nested) mapping, refusing unknown keys."""
+def build_config(cls: type[C], values: dict[str, Any], prefix: str = "",
+                 checked: bool = False) -> C:
+    """Instantiate `cls` from a (possibly nested) mapping, refusing unknown keys.
+
+    A class may declare `extra_keys() -> {key: field name}`: keys it does not have that
+    belong in one of its mapping fields (a method's own settings, TRL's arguments).
+    """
+    if not checked:  # (a section merged onto its defaults was checked before the merge)
+        _refuse_renamed(cls, values, prefix)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = _field_types(cls)
+    values = _route_extra_keys(cls, values, fields, prefix)
     kwargs = {}
     for key, value in values.items():
-        if key not in fields:
-            hint = difflib.get_close_matches(key, fields, n=1)
-            did_you_mean = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
-            raise DasdError(f"unknown config key '{prefix}{key}'{did_you_mean}")
-        kwargs[key] = _coerce(_onto_default(fields[key], value), hints[key], prefix + key)
+        merged = _onto_default(fields[key], value)
+        if merged is not value:
+            _refuse_renamed(_unwrap_optional(hints[key])[0], value, f"{prefix}{key}.")
+        kwargs[key] = _coerce(merged, hints[key], prefix + key, checked=merged is not value)
     return cls(**kwargs)
+
+
+def _refuse_renamed(cls: type, values: dict[str, Any], prefix: str) -> None:
+    """A key of an older dasd (`cls.RENAMED`: {old key: how to write it now}) gets one line
+    that says how to write it now."""
+    for key in values:
+        now = getattr(cls, "RENAMED", {}).get(key)
+        if now:
+            raise DasdError(f"config key '{prefix}{key}' is from an older dasd: {now}")
+
+
+def _route_extra_keys(cls: type, values: dict[str, Any], fields: dict[str, Any],
+                      prefix: str) -> dict[str, Any]:
+    extra = cls.extra_keys() if hasattr(cls, "extra_keys") else {}
+    routed = {k: v for k, v in values.items() if k in fields}
+    for key, value in values.items():
+        if key in fields:
+            continue
+        if key not in extra:
+            hint = did_you_mean(key, [*fields, *extra], prefix)
+            raise DasdError(f"unknown config key '{prefix}{key}'{hint}")
+        target = extra[key]
+        routed[target] = {**(routed.get(target) or {}), key: value}
+    return routed
+
+
+def did_you_mean(key: str, choices: Any, prefix: str = "") -> str:
+    hint = difflib.get_close_matches(key, list(choices), n=1)
+    return f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
 
 
 def _onto_default(f: dataclasses.Field, value: Any) -> Any:
@@ -144,17 +182,53 @@ def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Fie
     return leaves
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--flag` per config field (dashes or underscores), plus `--config FILE.yaml`."""
-    parser.add_argument("--config", help="YAML file with config values (flags override it)")
+def _extra_leaves(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted key, help, type) of the extra keys of `cls` and of its nested sections."""
+    leaves = []
+    if hasattr(cls, "extra_key_help"):
+        leaves += [(prefix + key, text, tp) for key, (text, tp) in cls.extra_key_help().items()]
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        inner, _ = _unwrap_optional(hints[f.name])
+        if dataclasses.is_dataclass(inner):
+            leaves += _extra_leaves(inner, f"{prefix}{f.name}.")
+    return leaves
+
+
+def config_keys(cls: type) -> dict[str, tuple[str, Any]]:
+    """{dotted key: (help, type)} of every value `cls` takes: its fields, nested sections'
+    fields, and the extra keys (a method's settings, TRL's training arguments)."""
+    keys = {}
     for key, f, tp in _leaf_fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f.metadata.get("help", "")
-        flags = list(dict.fromkeys([f"--{key.replace('_', '-')}", f"--{key}"]))
-        is_flag = _unwrap_optional(tp)[0] is bool  # `--overwrite` alone means true
-        parser.add_argument(*flags, dest=key, default=argparse.SUPPRESS,
-                            nargs="?" if is_flag else None, const=True if is_flag else None,
-                            help=f"{help_text} (default: {default})")
+        keys[key] = (f"{f.metadata.get('help', '')} (default: {default})", tp)
+    for key, help_text, tp in _extra_leaves(cls):
+        keys.setdefault(key, (help_text, tp))
+    return keys
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *classes: type) -> None:
+    """One `--flag` per config key of `classes` (dashes or underscores), plus `--config
+    FILE.yaml`. A key several classes take shows each class's help (`labels`)."""
+    parser.add_argument("--config", help="YAML file with config values (flags override it)")
+    merged: dict[str, tuple[list[str], Any]] = {}
+    for cls in classes:
+        label = getattr(cls, "FLAG_LABEL", None)
+        for key, (help_text, tp) in config_keys(cls).items():
+            helps, _ = merged.setdefault(key, ([], tp))
+            text = f"{label}: {help_text}" if label and len(classes) > 1 else help_text
+            if text not in helps:
+                helps.append(text)
+    for key, (helps, tp) in merged.items():
+        _add_flag(parser, key, "; ".join(helps), tp)
+
+
+def _add_flag(parser: argparse.ArgumentParser, key: str, help_text: str, tp: Any) -> None:
+    flags = list(dict.fromkeys([f"--{key.replace('_', '-')}", f"--{key}"]))
+    is_flag = _unwrap_optional(tp)[0] is bool  # `--overwrite` alone means true
+    parser.add_argument(*flags, dest=key, default=argparse.SUPPRESS,
+                        nargs="?" if is_flag else None, const=True if is_flag else None,
+                        help=help_text.replace("%", "%%"))
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
@@ -163,8 +237,8 @@ def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
     config_path = getattr(args, "config", None)
     if config_path:
         values = load_yaml(config_path)
-    flags = {k: v for k, v in vars(args).items()
-             if k in {leaf for leaf, _, _ in _leaf_fields(cls)}}
+    known = config_keys(cls)
+    flags = {k: v for k, v in vars(args).items() if k in known}
     return build_config(cls, _merge(values, _nest(flags)))
 
 
@@ -203,44 +277,149 @@ def resolved_config(config: Any) -> dict[str, Any]:
 def write_resolved_config(config: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(resolved_config(config), sort_keys=False))
+    comment = config.config_comment() if hasattr(config, "config_comment") else ""
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    path.write_text(header + yaml.safe_dump(resolved_config(config), sort_keys=False))
+
+
+def settings_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of a method's settings dataclass that a user sets (not those a stage
+    fills in, such as the run's seed)."""
+    return [f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("from_stage")]
+
+
+def build_settings(cls: type, values: dict[str, Any] | None, where: str) -> Any:
+    """`cls` built from a mapping of its user-facing fields; an unknown key names the
+    method (`where`) and the settings it has."""
+    values = dict(values or {})
+    names = [f.name for f in settings_fields(cls)]
+    for key in values:
+        if key not in names:
+            has = f"its settings are {', '.join(names)}" if names else "it has no settings"
+            raise DasdError(f"{where} has no setting '{key}'{did_you_mean(key, names)}; {has}")
+    try:
+        return build_config(cls, values)
+    except DasdError as err:
+        raise DasdError(f"{where}: {err}") from err
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    """The user-facing settings of a built settings object, every default filled in."""
+    return {f.name: getattr(settings, f.name) for f in settings_fields(type(settings))}
+
+
+def settings_flags(registry: dict[str, type]) -> dict[str, tuple[str, Any]]:
+    """One flag per settings name over a registry of settings classes: {name: (help,
+    type)}; a name several methods use gets each one's help, prefixed by the method."""
+    helps: dict[str, list[str]] = {}
+    types_: dict[str, Any] = {}
+    for method, cls in registry.items():
+        hints = _field_types(cls)
+        for f in settings_fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            helps.setdefault(f.name, []).append(
+                f"{method}: {f.metadata.get('help', '')} (default: {default})")
+            types_.setdefault(f.name, hints[f.name])
+    return {name: ("; ".join(texts), types_[name]) for name, texts in helps.items()}
+
+
+# What a setting changes. Every field changes the rows (or adapter) a stage writes unless
+# its metadata says otherwise: `effect: "stage"` changes which rows there are or the
+# summary but no finished row (limit, pass_k), `effect: "none"` changes nothing written
+# (batch size, engine, device, output path). Mapping fields may list `ignore_keys`.
+ROWS, STAGE = "rows", "stage"
+
+
+def outcome(config: Any, level: str = ROWS) -> dict[str, Any]:
+    """The settings of `config` that decide its output: at `ROWS` those that change a
+    finished row (a resume must agree on them), at `STAGE` also those that change the
+    set of rows or the summary (`dasd run` reruns a stage when they differ)."""
+    settings = {}
+    for f in dataclasses.fields(config):
+        effect = f.metadata.get("effect", ROWS)
+        if effect == "none" or (effect == STAGE and level == ROWS):
+            continue
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            value = outcome(value, level)
+        elif isinstance(value, dict) and "ignore_keys" in f.metadata:
+            value = {k: v for k, v in value.items() if k not in f.metadata["ignore_keys"]}
+        settings[f.name] = value
+    return settings
+
+
+def fingerprint(config: Any, level: str = ROWS, extra: Any = None) -> str:
+    """One hash of `outcome(config, level)` (and of `extra`, e.g. input digests)."""
+    payload = json.dumps([outcome(config, level), extra], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def changed_settings(config: Any, previous: dict[str, Any], level: str = ROWS) -> list[str]:
+    """`key=old->new` for every output-deciding setting that differs from `previous` (a
+    resolved config as written beside an output), dotted for nested ones."""
+    now = _flatten(json.loads(json.dumps(outcome(config, level), default=str)))
+    before = _flatten(previous)
+    return [f"{k}={before.get(k)!r}->{now[k]!r}" for k in sorted(now) if before.get(k) != now[k]]
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 @dataclass
-class DecodeStageConfig:
-    """Settings shared by the stages that decode a task split: `generate` and `eval`."""
+class ProblemConfig:
+    """The model and the problems of a stage: what `generate`, `eval` and on-policy
+    training share."""
 
     model: str = field(default="smollm2-135m", metadata={
         "help": "hub id, local model directory, .gguf file, or the embedded 'smollm2-135m'"})
     dtype: str = field(default="auto", metadata={
         "help": "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
+    device: str = field(default="auto", metadata={
+        "help": "auto, cpu, cuda, cuda:1, mps", "effect": "none"})
     task: str = field(default="arith", metadata={
         "help": "task name: arith, gsm8k, math, mbpp, arc_challenge"})
     split: str = field(default="train", metadata={"help": "data split"})
     data: str | None = field(default=None, metadata={
         "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
-    limit: int | None = field(default=None, metadata={"help": "use the first N examples"})
+    limit: int | None = field(default=None, metadata={
+        "help": "use the first N examples", "effect": STAGE})
     levels: list[int] | None = field(default=None, metadata={
         "help": "only examples at these difficulty levels, e.g. 1 or 4,5 (before --limit)"})
     seed: int = field(default=0, metadata={
-        "help": "seed of generated tasks (arith) and of sampling rules (hint)"})
-    max_new_tokens: int = field(default=256, metadata={
-        "help": "response length limit; capped responses are counted in the summary"})
-    batch_size: int = field(default=16, metadata={"help": "examples decoded together"})
+        "help": "seed of generated tasks (arith) and of sampling"})
     prompts: str | None = field(default=None, metadata={
         "help": "YAML file with base/reference (and system) prompt templates"})
     chat_template_kwargs: dict = field(default_factory=dict, metadata={
         "help": "extra chat-template arguments, e.g. '{enable_thinking: false}'"})
-    out: str | None = field(default=None, metadata={"help": "output JSONL"})
+    out: str | None = field(default=None, metadata={"help": "output path", "effect": "none"})
     overwrite: bool = field(default=False, metadata={
-        "help": "start over instead of resuming an existing output"})
+        "help": "start over instead of resuming an existing output", "effect": "none"})
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise DasdError(f"limit must be >= 1; got {self.limit}")
         if self.levels is not None and not self.levels:
             raise DasdError("levels is empty: give difficulty levels (e.g. 1,2) or leave it unset")
+
+
+@dataclass
+class DecodeStageConfig(ProblemConfig):
+    """Settings shared by the stages that decode a task split: `generate` and `eval`."""
+
+    max_new_tokens: int = field(default=256, metadata={
+        "help": "response length limit; capped responses are counted in the summary"})
+    batch_size: int = field(default=16, metadata={
+        "help": "examples decoded together", "effect": "none"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")

@@ -60,13 +60,6 @@ def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
         os.fsync(fh.fileno())
 
 
-# Settings that may change between a run and its resumption without changing its rows.
-# Settings that never change a finished row (the two engines emit the same tokens).
-RESUME_SAFE_KEYS = frozenset({"limit", "batch_size", "overwrite", "device", "out",
-                              "dasd_version", "git_revision", "engine", "chunk_size",
-                              "pass_k"})  # pass_k: the summary's k, not the rows
-
-
 def sidecar(out: str | Path, kind: str) -> Path:
     """`runs/x/dasd.jsonl` -> `runs/x/dasd.<kind>`."""
     out = Path(out)
@@ -97,19 +90,15 @@ def check_resumable(config: Any, out: str | Path) -> None:
     change the rows; reads only, so that several processes may check the same file."""
     import yaml
 
-    from dasd.config import resolved_config
+    from dasd.config import changed_settings
 
     out = Path(out)
     previous_path = sidecar(out, "config.yaml")
     if not (out.exists() and previous_path.exists()):
         return
-    previous = yaml.safe_load(previous_path.read_text()) or {}
-    current = resolved_config(config)
-    safe = RESUME_SAFE_KEYS | getattr(config, "resume_safe_keys", set)()
-    changed = sorted(k for k in current.keys() - safe if previous.get(k) != current[k])
+    changed = changed_settings(config, yaml.safe_load(previous_path.read_text()) or {})
     if changed:
-        diffs = ", ".join(f"{k}={previous.get(k)!r}->{current[k]!r}" for k in changed)
-        raise DasdError(f"{out} was written with other settings ({diffs}): pass "
+        raise DasdError(f"{out} was written with other settings ({', '.join(changed)}): pass "
                         "--overwrite to start over or choose another --out")
 
 

@@ -9,7 +9,6 @@ and an interrupted generation or evaluation resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import logging
@@ -17,81 +16,153 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from dasd.config import config_to_dict, write_resolved_config
+from dasd.config import (
+    ROWS,
+    STAGE,
+    ProblemConfig,
+    build_settings,
+    did_you_mean,
+    fingerprint,
+    settings_dict,
+    settings_flags,
+    write_resolved_config,
+)
 from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
 from dasd.evaluation.evaluate import EvalConfig, evaluate
+from dasd.methods import DECODE, REFERENCE, Method, all_settings, get_method, methods
 from dasd.training import TrainConfig, train
 from dasd.training.onpolicy import METHODS as ONPOLICY_METHODS
 from dasd.training.onpolicy import OnPolicyConfig, train_onpolicy
 from dasd.training.references import write_reference_rows
+from dasd.training.sft import ADAPTER_FILE
+from dasd.training.trl_args import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
 ORIGIN = "origin"
-REFERENCE = "reference"  # the original references as the training set
-PROVENANCE_KEYS = {"dasd_version", "git_revision", "overwrite", "batch_size"}
-SUMMARY_ONLY_KEYS = frozenset({"pass_k"})  # change the summary of a stage, not its rows
 # On-policy methods train on the generate section's problems (the same ones).
 PROBLEM_KEYS = ("split", "data", "limit", "levels", "prompts", "chat_template_kwargs")
 
 
 @dataclass
 class MethodSpec:
-    """One method of the comparison: where its training data comes from and how it trains.
+    """One method of the comparison: a registry method (`dasd.methods`) with its own
+    settings, given flat in the entry (`{name: dasd-k9, method: dasd, top_k: 9}`).
 
-    Unset settings come from the run's `generate` and `train` sections. `method` is a
-    decoding rule (dasd, sd, base, hint), `reference` (no decoding: the original
-    references are the training set) or an on-policy method (opsd, pw-opsd, da-opsd: no
-    data; trained on its own rollouts with the `onpolicy` section's settings). `data_from`
-    trains on another method's rows instead (e.g. Mask-PPL on the sd data), and `train`
-    changes how (mask, loss, filter policy; for on-policy methods, `onpolicy` keys).
+    Unset stage settings come from the run's sections. `data_from` trains on another
+    method's rows (e.g. Mask-PPL on the sd rows); `generate` / `train` change this
+    method's stage settings (max_new_tokens; filters and TRL arguments).
     """
 
     name: str = field(metadata={"help": "label in folders and tables, e.g. dasd-tau0.1"})
     method: str | None = field(default=None, metadata={
-        "help": "decoding rule (dasd, sd, base, hint), 'reference' (SFT on the original "
-                "references) or an on-policy method (opsd, pw-opsd, da-opsd); default: the name"})
-    top_k: int | None = None
-    tau: float | None = None
-    fallback: Literal["ref", "base"] | None = None
-    levels: list[int] | None = field(default=None, metadata={
-        "help": "train on these difficulty levels only (the paper's Figures 1 and 6)"})
+        "help": "a method of the registry (default: the name; with data_from: sft)"})
     data_from: str | None = field(default=None, metadata={
         "help": "train on the rows another (earlier) method generated, without decoding again"})
+    levels: list[int] | None = field(default=None, metadata={
+        "help": "train on these difficulty levels only (the paper's Figures 1 and 6)"})
+    settings: dict = field(default_factory=dict, metadata={
+        "help": "the method's own settings; usually given flat in the entry"})
     generate: dict = field(default_factory=dict, metadata={
-        "help": "other generation settings of this method, e.g. {beta: 3, temperature: 0.3}"})
+        "help": "other generation settings of this method, e.g. {max_new_tokens: 512}"})
     train: dict = field(default_factory=dict, metadata={
-        "help": "training settings of this method, e.g. {mask: mask_ppl} or {loss: profit}"})
+        "help": "training settings of this method, e.g. {rejected: reference} or TRL's "
+                "{learning_rate: 1e-4}"})
 
     @classmethod
     def from_string(cls, text: str) -> MethodSpec:
         return cls(name=text)
 
+    @classmethod
+    def extra_keys(cls) -> dict[str, str]:
+        return dict.fromkeys(settings_flags(all_settings()), "settings")
+
+    def __post_init__(self) -> None:
+        if self.method is None:
+            known = self.name in methods()
+            self.method = self.name if known or self.data_from is None else "sft"
+        if self.method == "sft":  # plain SFT on another method's rows
+            if self.data_from is None:
+                raise DasdError(f"method '{self.name}': sft trains on rows of another method: "
+                                "set data_from")
+        else:
+            self._check_entry()
+        where = f"method '{self.name}'"
+        for section in ("generate", "train"):
+            moved = set(getattr(self, section)) & set(settings_flags(all_settings()))
+            if moved:
+                raise DasdError(f"{where}: {', '.join(sorted(moved))} is a setting of the "
+                                f"method: write it in the entry itself, e.g. "
+                                f"{{name: {self.name}, {sorted(moved)[0]}: ...}}")
+        self.settings = settings_dict(build_settings(self.entry.settings, self.settings, where))
+
+    def _check_entry(self) -> None:
+        entry = get_method(self.method)
+        if entry.source == DECODE and self.data_from is not None:
+            raise DasdError(f"method '{self.name}': {self.method} decodes its own rows; drop "
+                            "data_from, or train on them with method sft, mask-ppl or profit")
+        if entry.onpolicy and (self.data_from or self.generate):
+            raise DasdError(f"method '{self.name}' ({self.method}) trains on its own rollouts: "
+                            "remove data_from / generate; set its settings in the entry")
+
     @property
-    def decoding(self) -> str:
-        return self.method or self.name
+    def entry(self) -> Method:
+        if self.method == "sft":
+            from dasd.training.masks import PlainSFT
+
+            return Method("sft", REFERENCE, PlainSFT, "sft", "plain SFT")
+        return get_method(self.method)
 
     @property
     def onpolicy(self) -> bool:
-        return self.decoding in ONPOLICY_METHODS
+        return self.entry.onpolicy
 
-    def check_onpolicy(self) -> None:
-        decoding = {"top_k": self.top_k, "tau": self.tau, "fallback": self.fallback,
-                    "data_from": self.data_from, "generate": self.generate or None}
-        given = [key for key, value in decoding.items() if value is not None]
-        if given:
-            raise DasdError(f"method '{self.name}' ({self.decoding}) trains on its own rollouts: "
-                            f"remove {', '.join(given)}; set its settings under train: {{...}}")
+    @property
+    def decodes(self) -> bool:
+        return self.data_from is None and self.entry.source == DECODE
 
-    def overrides(self) -> dict[str, Any]:
-        values = {"method": self.decoding, "top_k": self.top_k, "tau": self.tau,
-                  "fallback": self.fallback, "levels": self.levels}
-        if self.decoding == REFERENCE:  # no rule decodes: any valid one holds the settings
-            values["method"] = "sd"
-        return {**self.generate, **{k: v for k, v in values.items() if v is not None}}
+
+def _section(base: type, keys_of: dict[str, type], where: str) -> type:
+    """A run section of stage config `base` that refuses the methods' own settings (they
+    belong in the method entries) and `method` (set per method)."""
+    renamed = dict.fromkeys(settings_flags(keys_of), f"a method setting: write it in the "
+                            f"method's entry, e.g. methods: [{{name: x, <key>: ...}}] ({where})")
+    renamed["method"] = "each entry of methods names its method"
+    renamed["settings"] = renamed["method"]
+    namespace = {"RENAMED": {**getattr(base, "RENAMED", {}), **renamed}}
+    if hasattr(base, "extra_keys"):
+        method_keys = set(settings_flags(keys_of))
+        namespace["extra_keys"] = classmethod(lambda cls: {
+            k: v for k, v in base.extra_keys().items() if k not in method_keys})
+        namespace["extra_key_help"] = classmethod(lambda cls: {
+            k: v for k, v in base.extra_key_help().items() if k not in method_keys})
+    return dataclass(type(base.__name__, (base,), namespace))
+
+
+def _rules() -> dict[str, type]:
+    from dasd.decoding.rules import RULES
+
+    return RULES
+
+
+def _sft_methods() -> dict[str, type]:
+    from dasd.training.masks import SFT_METHODS
+
+    return SFT_METHODS
+
+
+def _onpolicy_methods() -> dict[str, type]:
+    from dasd.training.onpolicy import METHODS
+
+    return {name: m.settings for name, m in METHODS.items()}
+
+
+GenerateSection = _section(GenerateConfig, _rules(), "generate")
+TrainSection = _section(TrainConfig, _sft_methods(), "train")
+OnPolicySection = _section(OnPolicyConfig, _onpolicy_methods(), "onpolicy")
 
 
 @dataclass
@@ -111,11 +182,12 @@ class RunConfig:
     methods: list[MethodSpec] = field(
         default_factory=lambda: [MethodSpec("sd"), MethodSpec("dasd")],
         metadata={"help": "methods to compare, e.g. 'sd,dasd' or a YAML list of mappings"})
-    generate: GenerateConfig = field(default_factory=lambda: GenerateConfig(limit=64), metadata={
-        "help": "generation settings (model, task, method and out are set per method)"})
-    train: TrainConfig = field(default_factory=TrainConfig, metadata={
+    generate: GenerateSection = field(default_factory=lambda: GenerateSection(limit=64),
+                                      metadata={"help": "generation settings (model, task, "
+                                                        "method and out are set per method)"})
+    train: TrainSection = field(default_factory=TrainSection, metadata={
         "help": "training settings (model, data and out are set per method)"})
-    onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig, metadata={
+    onpolicy: OnPolicySection = field(default_factory=OnPolicySection, metadata={
         "help": "settings of the on-policy methods (opsd, pw-opsd, da-opsd); their problems "
                 "are the generate section's (split, data, limit, levels, prompts)"})
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(limit=100), metadata={
@@ -133,18 +205,27 @@ class RunConfig:
                 raise DasdError(f"method '{spec.name}': data_from '{spec.data_from}' must name "
                                 f"an earlier method ({', '.join(earlier) or 'none before it'})")
             if spec.onpolicy:
-                spec.check_onpolicy()
                 self.onpolicy_config(spec)
                 continue
             if spec.data_from is None:
-                self.generate_config(spec)
+                self.data_config(spec)
             self.train_config(spec, "data.jsonl")
 
-    def generate_config(self, spec: MethodSpec) -> GenerateConfig:
-        return _replace(
-            self.generate, f"method '{spec.name}' generate", model=self.model, task=self.task,
-            seed=self.seed, dtype=self.dtype, device=self.device,
-            out=str(Path(self.out_dir) / "generate" / f"{spec.name}.jsonl"), **spec.overrides())
+    def data_config(self, spec: MethodSpec) -> GenerateConfig | ProblemConfig:
+        """The data stage of a method that writes its own rows: its rule's generation, or
+        the problems whose references it trains on."""
+        changes = {"model": self.model, "task": self.task, "seed": self.seed,
+                   "dtype": self.dtype, "device": self.device,
+                   "out": str(Path(self.out_dir) / "generate" / f"{spec.name}.jsonl"),
+                   **({"levels": spec.levels} if spec.levels is not None else {}),
+                   **spec.generate}
+        where = f"method '{spec.name}' generate"
+        if spec.decodes:
+            return _replace(self.generate, where, method=spec.method, settings=spec.settings,
+                            **changes)
+        problems = ProblemConfig(**{f.name: getattr(self.generate, f.name)
+                                    for f in dataclasses.fields(ProblemConfig)})
+        return _replace(problems, where, **changes)
 
     def data_path(self, spec: MethodSpec) -> str:
         """The rows `spec` trains on: its own, or those of the method it takes them from."""
@@ -152,10 +233,12 @@ class RunConfig:
         return str(Path(self.out_dir) / "generate" / f"{source.name}.jsonl")
 
     def train_config(self, spec: MethodSpec, data: str) -> TrainConfig:
+        trainer = spec.entry.trainer
         return _replace(
             self.train, f"method '{spec.name}' train", model=self.model, data=[data],
             seed=self.seed, dtype=self.dtype, device=self.device,
-            out=str(Path(self.out_dir) / "train" / spec.name), overwrite=True, **spec.train)
+            out=str(Path(self.out_dir) / "train" / spec.name), method=trainer,
+            settings=spec.settings if trainer != "sft" else {}, **spec.train)
 
     def onpolicy_config(self, spec: MethodSpec) -> OnPolicyConfig:
         problems = {key: getattr(self.generate, key) for key in PROBLEM_KEYS}
@@ -163,8 +246,8 @@ class RunConfig:
             problems["levels"] = spec.levels
         return _replace(
             self.onpolicy, f"method '{spec.name}' train", model=self.model, task=self.task,
-            seed=self.seed, dtype=self.dtype, device=self.device, method=spec.decoding,
-            out=str(Path(self.out_dir) / "train" / spec.name), overwrite=True,
+            seed=self.seed, dtype=self.dtype, device=self.device, method=spec.method,
+            settings=spec.settings, out=str(Path(self.out_dir) / "train" / spec.name),
             **{**problems, **spec.train})
 
     def eval_config(self, name: str, adapter: str | None) -> EvalConfig:
@@ -175,43 +258,50 @@ class RunConfig:
 
 
 def _replace(config: Any, where: str, **changes: Any) -> Any:
-    """`dataclasses.replace` with a one-line error naming the unknown key and a close one."""
-    names = {f.name for f in dataclasses.fields(config)}
+    """`dataclasses.replace` with TRL arguments and flat keys routed like a YAML mapping,
+    and a one-line error naming an unknown key."""
+    fields = {f.name for f in dataclasses.fields(config)}
     for key in changes:
-        if key not in names:
-            hint = difflib.get_close_matches(key, names, n=1)
-            did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise DasdError(f"{where}: unknown setting '{key}'{did_you_mean}")
-    return dataclasses.replace(config, **changes)
+        now = getattr(config, "RENAMED", {}).get(key)
+        if now and key not in fields:
+            raise DasdError(f"{where}: '{key}' is from an older dasd: {now}")
+    extra = type(config).extra_keys() if hasattr(config, "extra_keys") else {}
+    routed = {k: v for k, v in changes.items() if k in fields}
+    for key, value in changes.items():
+        if key in fields:
+            continue
+        if key not in extra:
+            raise DasdError(f"{where}: unknown setting '{key}'{did_you_mean(key, fields)}")
+        routed[extra[key]] = {**routed.get(extra[key], getattr(config, extra[key])),
+                              key: value}
+    return dataclasses.replace(config, **routed)
 
 
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
+        if any(CHECKPOINT.match(part) for part in file.relative_to(path).parts[:-1]):
+            continue  # a finished adapter's checkpoints are not what evaluation reads
         digest.update(file.name.encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()
 
 
-def fingerprint(config: Any, inputs: list[str], ignore: frozenset[str] = frozenset()) -> str:
-    unread = getattr(config, "resume_safe_keys", set)()  # e.g. hint's beta in a dasd stage
-    settings = {k: v for k, v in config_to_dict(config).items()
-                if k not in PROVENANCE_KEYS | unread | ignore}
-    payload = {"settings": settings, "inputs": {p: _file_digest(Path(p)) for p in inputs}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def run_stage(marker: Path, config: Any, inputs: list[str],
               stage: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-    """Run `stage(config)` unless `marker` says it already ran with these settings/inputs."""
-    key = fingerprint(config, inputs)
-    rows_key = fingerprint(config, inputs, ignore=SUMMARY_ONLY_KEYS)
+    """Run `stage(config)` unless `marker` says it already ran with these settings/inputs.
+
+    A stage whose rows would change starts over; one where only the set of rows or the
+    summary changed (a larger limit, pass_k) resumes."""
+    digests = {p: _file_digest(Path(p)) for p in inputs}
+    key = fingerprint(config, STAGE, digests)
+    rows_key = fingerprint(config, ROWS, digests)
     previous = json.loads(marker.read_text()) if marker.is_file() else None
     if previous and previous["fingerprint"] == key:
         log.info("reusing %s", marker.parent / marker.stem.removeprefix(".stage-"))
         return {**previous["summary"], "reused": True}
-    if previous and hasattr(config, "overwrite") and previous.get("rows") != rows_key:
+    if previous and previous.get("rows") != rows_key:
         config = dataclasses.replace(config, overwrite=True)  # its rows change: start over
     start = time.perf_counter()
     summary = stage(config)  # (only a summary setting changed: it resumes, decoding nothing)
@@ -232,8 +322,8 @@ def make_data(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str
     it trains on another method's rows."""
     if spec.data_from is not None:
         return None
-    gen_config = config.generate_config(spec)
-    if spec.decoding == REFERENCE:
+    gen_config = config.data_config(spec)
+    if not spec.decodes:
         def stage(c):
             return write_reference_rows(c, c.out, tokenizer, overwrite=True)
     else:
@@ -250,8 +340,18 @@ def evaluate_method(config: RunConfig, spec: MethodSpec, adapter: str) -> dict[s
 def run_onpolicy_method(config: RunConfig, spec: MethodSpec) -> dict[str, Any]:
     train_config = config.onpolicy_config(spec)
     train_summary = run_stage(_marker(train_config.out, "train"), train_config, [],
-                              train_onpolicy)  # loads its own copy, like SFT
+                              _fresh_or_resumed(train_onpolicy))  # loads its own copy
     return {"train": train_summary, "eval": evaluate_method(config, spec, train_config.out)}
+
+
+def _fresh_or_resumed(train_fn: Callable[[Any], dict[str, Any]]) -> Callable:
+    """A training stage that `run_stage` did not reuse: resume an interrupted run's
+    checkpoints, start over where a finished adapter of other settings is in the way."""
+    def stage(config):
+        if (Path(config.out) / ADAPTER_FILE).exists():
+            config = dataclasses.replace(config, overwrite=True)
+        return train_fn(config)
+    return stage
 
 
 def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str, Any]:
@@ -268,7 +368,7 @@ def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[st
                         spec.name)
             return result
     result["train"] = run_stage(_marker(train_config.out, "train"), train_config, [data],
-                                train)  # loads its own copy: LoRA wraps the model in place
+                                _fresh_or_resumed(train))  # loads its own copy
     result["eval"] = evaluate_method(config, spec, train_config.out)
     return result
 

@@ -6,7 +6,6 @@ Writes one JSON line per example (flushed per batch; rerunning resumes), a resol
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -17,9 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dasd.analysis.stats import summarize
-from dasd.config import DecodeStageConfig
+from dasd.config import STAGE, DecodeStageConfig, settings_dict, settings_flags
 from dasd.decoding.draft_verify import check_rule, decode_pairs_draft_verify
-from dasd.decoding.engine import TokenTrace, decode_pairs
+from dasd.decoding.engine import TokenTrace, decode_batches, decode_pairs
 from dasd.decoding.rules import RULES, build_rule, rule_settings
 from dasd.decoding.sharding import ShardPlan, finish, prepare
 from dasd.errors import DasdError
@@ -38,31 +37,30 @@ class GenerateConfig(DecodeStageConfig):
     split: str = field(default="train", metadata={"help": "data split to generate on"})
     method: str = field(default="dasd", metadata={
         "help": f"decoding method: {', '.join(RULES)}"})
-    top_k: int = field(default=6, metadata={"help": "DASD: reference candidates K (paper: 6)"})
-    tau: float = field(default=0.2, metadata={
-        "help": "DASD: base-probability threshold in (0, 1] (paper: 0.2)"})
-    fallback: Literal["ref", "base"] = field(default="ref", metadata={
-        "help": "DASD: token when no candidate passes: reference or base top-1 (paper: ref)"})
-    beta: float = field(default=3.0, metadata={
-        "help": "hint: lambda = clamp(beta * H(p_ref) / log V, 0, 1) mixes in the base model; "
-                "0 = plain self-distillation (Zhang et al. 2602.12222 demo: 3)"})
-    temperature: float = field(default=0.3, metadata={
-        "help": "hint: sampling temperature, 0 = greedy (demo: 0.3)"})
-    top_p: float = field(default=0.95, metadata={
-        "help": "hint: nucleus top-p in (0, 1], cut before the temperature (demo: 0.95)"})
-    marker: str = field(default="\\boxed{", metadata={
-        "help": "hint: once the response contains this text only the base model decodes "
-                "(demo: \\boxed{; arith/gsm8k prompts end with 'The answer is'; '' = never)"})
+    settings: dict = field(default_factory=dict, metadata={
+        "help": "the method's own settings, e.g. '{top_k: 9, tau: 0.25}' for dasd; each is "
+                "also a flag of its own (--top-k 9)"})
     engine: Literal["step", "draft-verify"] = field(default="step", metadata={
         "help": "step: both contexts advance one token per forward; draft-verify: the "
                 "reference drafts a chunk, the base scores it in one pass (same tokens; "
-                "dasd/sd/base only)"})
+                "dasd/sd/base only)", "effect": "none"})
     chunk_size: int | None = field(default=None, metadata={
-        "help": "draft-verify: tokens per draft (default: adapts to the acceptance rate)"})
+        "help": "draft-verify: tokens per draft (default: adapts to the acceptance rate)",
+        "effect": "none"})
     high_ppl_threshold: float = field(default=2.5, metadata={
-        "help": "a token is high-PPL when exp(-log p_base) exceeds this (paper: 2.5)"})
+        "help": "a token is high-PPL when exp(-log p_base) exceeds this (paper: 2.5)",
+        "effect": STAGE})
     out: str | None = field(default=None, metadata={
-        "help": "output JSONL (default: runs/<task>/<method>.jsonl)"})
+        "help": "output JSONL (default: runs/<task>/<method>.jsonl)", "effect": "none"})
+
+    @classmethod
+    def extra_keys(cls) -> dict[str, str]:
+        """Every decoding rule's settings may be given flat (`top_k: 9`, `--top-k 9`)."""
+        return dict.fromkeys(settings_flags(RULES), "settings")
+
+    @classmethod
+    def extra_key_help(cls) -> dict[str, tuple[str, Any]]:
+        return settings_flags(RULES)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,7 +68,8 @@ class GenerateConfig(DecodeStageConfig):
             raise DasdError(f"high_ppl_threshold must be > 1; got {self.high_ppl_threshold}")
         if self.out is None:
             self.out = f"runs/{self.task}/{self.method}.jsonl"
-        rule = build_rule(self.method, **self.rule_kwargs())  # validates K, tau, ... now
+        rule = self.rule()  # validates the method's settings now
+        self.settings = settings_dict(rule)
         if self.engine not in ENGINES:
             raise DasdError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
         if self.engine == "draft-verify":
@@ -78,22 +77,15 @@ class GenerateConfig(DecodeStageConfig):
         if self.chunk_size is not None and self.chunk_size < 1:
             raise DasdError(f"chunk_size must be >= 1 (or unset: adaptive); got {self.chunk_size}")
 
+    def rule(self):
+        """A fresh rule object of the method with these settings (rules may hold state)."""
+        return build_rule(self.method, seed=self.seed, **self.settings)
+
     def decoder(self) -> Callable[..., list[TokenTrace]]:
         """The engine's decode function (`decode_pairs` signature)."""
         if self.engine == "step":
             return decode_pairs
         return functools.partial(decode_pairs_draft_verify, chunk_size=self.chunk_size)
-
-    def resume_safe_keys(self) -> set[str]:
-        """Rule settings the chosen method does not read (hint's beta for dasd, tau for
-        sd, ...): changing them leaves the rows as they are, so a resume is allowed."""
-        names = {f.name for f in dataclasses.fields(RULES[self.method])}
-        return {key for key in self.rule_kwargs() if key not in names and key != "seed"}
-
-    def rule_kwargs(self) -> dict[str, Any]:
-        return {"top_k": self.top_k, "tau": self.tau, "fallback": self.fallback,
-                "beta": self.beta, "temperature": self.temperature, "top_p": self.top_p,
-                "marker": self.marker, "seed": self.seed}
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -144,7 +136,7 @@ def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, An
     the shares into `out` (`dasd.decoding.sharding`); other ranks return their part's summary.
     """
     out = Path(config.out)
-    rule = build_rule(config.method, **config.rule_kwargs())
+    rule = config.rule()
     task, template, examples = load_split(config)
     plan = ShardPlan.from_env()
     if model is None:
@@ -164,26 +156,28 @@ def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, An
 
 def _decode_missing(config, task, template, examples, done, rule, model, tokenizer,
                     out: Path) -> tuple[int, float]:
-    """Decode the examples not yet in `out`, batch by batch, appending each batch."""
+    """Decode the examples not yet in `out`, appending them batch by batch in input order
+    (the step engine refills a batch's rows from the next batches as its examples end)."""
     eos = eos_token_ids(model, tokenizer)
     settings = rule_settings(rule)
     todo = pending_batches(examples, done, config.batch_size)
-    total_tokens, start = 0, time.perf_counter()
+    pending = [e for batch in todo for e in batch]
+    texts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs) for e in pending]
+    ids = [(encode(tokenizer, base), encode(tokenizer, ref)) for base, ref in texts]
+    total_tokens, start, first = 0, time.perf_counter(), 0
     with progress_bar(f"{config.method} on {config.task}/{config.split}",
-                      total=sum(map(len, todo)), initial=len(examples) - sum(map(len, todo))
-                      ) as bar:
-        for batch in todo:
-            texts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs)
-                     for e in batch]
-            ids = [(encode(tokenizer, base), encode(tokenizer, ref)) for base, ref in texts]
-            traces = config.decoder()(
-                model, [r for _, r in ids], [b for b, _ in ids], rule, eos,
-                config.max_new_tokens, tokenizer.pad_token_id, on_step=bar.add_tokens,
-                keys=[e.id for e in batch], decode=tokenizer.decode)
+                      total=len(pending), initial=len(examples) - len(pending)) as bar:
+        decoded = decode_batches(
+            config.decoder(), [len(batch) for batch in todo], model, [r for _, r in ids],
+            [b for b, _ in ids], rule, eos, config.max_new_tokens, tokenizer.pad_token_id,
+            on_step=bar.add_tokens, keys=[e.id for e in pending], decode=tokenizer.decode)
+        for batch, traces in zip(todo, decoded, strict=True):
+            rows = slice(first, first + len(batch))
+            first += len(batch)
             responses, checks = decode_and_check(task, tokenizer,
                                                  [t.token_ids for t in traces], batch)
             append_rows(out, [make_row(config, *row, settings) for row in zip(
-                batch, texts, ids, traces, responses, checks, strict=True)])
+                batch, texts[rows], ids[rows], traces, responses, checks, strict=True)])
             total_tokens += sum(len(t.token_ids) for t in traces)
             bar.advance(len(batch))
     return total_tokens, time.perf_counter() - start

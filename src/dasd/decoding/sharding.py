@@ -26,7 +26,6 @@ an identical earlier run could be taken as fresh under `--overwrite`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dasd.config import config_to_dict, write_resolved_config
+from dasd.config import fingerprint as settings_fingerprint
+from dasd.config import write_resolved_config
 from dasd.errors import DasdError
 from dasd.records import (
-    RESUME_SAFE_KEYS,
     check_resumable,
     finished_rows,
     open_output,
@@ -115,9 +114,7 @@ def marker(part: Path) -> Path:
 
 def fingerprint(config: Any, ids: Sequence[str]) -> str:
     """What a finished part promises: these example ids, decoded with these settings."""
-    settings = {k: v for k, v in config_to_dict(config).items() if k not in RESUME_SAFE_KEYS}
-    payload = json.dumps([settings, list(ids)], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return settings_fingerprint(config, extra=list(ids))
 
 
 def prepare(plan: ShardPlan, config: Any, out: Path,

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from dasd.config import DecodeStageConfig
+from dasd.config import STAGE, DecodeStageConfig
 from dasd.decoding.cache import generation_cache
 from dasd.decoding.generate import decode_and_check, encode
 from dasd.errors import DasdError
@@ -45,7 +45,8 @@ class EvalConfig(DecodeStageConfig):
     adapter: str | None = field(default=None, metadata={
         "help": "directory of a PEFT LoRA adapter saved by `dasd train` (merged before decoding)"})
     out: str | None = field(default=None, metadata={
-        "help": "output JSONL (default: runs/<task>/eval-<adapter dir name, or 'base'>.jsonl)"})
+        "help": "output JSONL (default: runs/<task>/eval-<adapter dir name, or 'base'>.jsonl)",
+        "effect": "none"})
     samples: int = field(default=1, metadata={
         "help": "answers per problem, n; > 1 samples them and reports Avg@n and pass@k "
                 "(1 with temperature 0: greedy accuracy)"})
@@ -54,7 +55,7 @@ class EvalConfig(DecodeStageConfig):
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling, in (0, 1]"})
     top_k: int = field(default=0, metadata={"help": "top-k sampling, 0 = off"})
     pass_k: int | None = field(default=None, metadata={
-        "help": "k of pass@k, 1 <= k <= samples (default: samples)"})
+        "help": "k of pass@k, 1 <= k <= samples (default: samples)", "effect": STAGE})
     sample_seed: int = field(default=0, metadata={
         "help": "seed of the sampled answers (`seed` chooses the arith problems)"})
 

@@ -14,6 +14,7 @@ tokenizer, `config.yaml` (resolved config), `train_log.jsonl` (one row per Train
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -22,25 +23,56 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from dasd.config import write_resolved_config
+from dasd.config import (
+    STAGE,
+    build_settings,
+    did_you_mean,
+    settings_dict,
+    settings_flags,
+    write_resolved_config,
+)
 from dasd.decoding.sharding import ShardPlan
 from dasd.errors import DasdError
 from dasd.models import load_model, pick_device
 from dasd.training.data import RowStats, build_dataset, check_rows_left
 from dasd.training.filters import REJECTED_POLICIES, RowFilter
-from dasd.training.masks import MASKS, TOKEN_LOSSES
-from dasd.training.masks.mask_ppl import SOURCES, add_mask_ppl
-from dasd.training.masks.profit import check_threshold
+from dasd.training.masks import SFT_METHODS
 from dasd.training.references import replace_with_reference
+from dasd.training.trl_args import (
+    BOOKKEEPING,
+    CHECKPOINTS,
+    check_ranges,
+    check_trainer_args,
+    latest_checkpoint,
+    resume_point,
+    trl_flags,
+)
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ADAPTER_FILE = "adapter_model.safetensors"
+
+
+# The SFT arguments dasd sets unless the config does: the paper's recipe (lr 2e-5, warmup
+# ratio 0.2), one epoch, TRL's loss on completions, no activation checkpointing (TRL's
+# default is on: slower on small models), no reporting, checkpoints for resuming.
+SFT_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 2e-5, "warmup_steps": 0.2, "num_train_epochs": 1.0,
+    "per_device_train_batch_size": 4, "max_length": 1024, "logging_steps": 1,
+    "activation_checkpointing": False, "report_to": "none", **CHECKPOINTS}
+# Arguments dasd's exact-id rows need; not configurable.
+SFT_FIXED = ("output_dir", "completion_only_loss", "packing", "dataset_text_field", "seed")
+
+
+def _sft_config_cls():
+    from trl import SFTConfig
+
+    return SFTConfig
 
 
 @dataclass
@@ -50,7 +82,14 @@ class TrainConfig:
     data: list[str] | None = field(default=None, metadata={
         "help": "JSONL file(s) written by `dasd generate` (comma-separated for several)"})
     out: str | None = field(default=None, metadata={
-        "help": "adapter output directory (default: <data dir>/train/<data file stem>)"})
+        "help": "adapter output directory (default: <data dir>/train/<data file stem>)",
+        "effect": "none"})
+    method: str = field(default="sft", metadata={
+        "help": f"SFT method: {', '.join(SFT_METHODS)}; on-policy methods train on their "
+                "own rollouts instead (dasd train --method opsd ...)"})
+    settings: dict = field(default_factory=dict, metadata={
+        "help": "the method's own settings, e.g. '{threshold: 2.5}' for mask-ppl; each is "
+                "also a flag of its own (--threshold 2.5)"})
     only_correct: bool = field(default=True, metadata={
         "help": "train only on rows whose answer is correct (the DASD recipe)"})
     drop_length_capped: bool = field(default=False, metadata={
@@ -61,86 +100,100 @@ class TrainConfig:
     rejected: Literal["drop", "reference"] = field(default="drop", metadata={
         "help": "rejected rows: drop them (DASD recipe) or train on the problem's original "
                 "reference instead (Yang et al. 2024's self-distillation)"})
-    mask: Literal["none", "mask_ppl"] = field(default="none", metadata={
-        "help": "offline loss mask: mask_ppl drops tokens whose perplexity under the frozen "
-                "base model exceeds mask_ppl_threshold (Wu et al., NeurIPS 2025)"})
-    mask_ppl_threshold: float = field(default=2.5, metadata={
-        "help": "Mask-PPL: drop tokens with exp(-log p_base) above this (paper: 2.5)"})
-    mask_source: Literal["auto", "recorded", "recompute"] = field(default="auto", metadata={
-        "help": "Mask-PPL: p_base recorded at generation, or recomputed by a teacher-forced "
-                "forward of the frozen model (auto: recorded when every row has it)"})
-    loss: Literal["nll", "profit"] = field(default="nll", metadata={
-        "help": "per-token loss: nll (cross-entropy), or profit (drop tokens whose current "
-                "probability is below profit_threshold; arXiv 2601.09195)"})
-    profit_threshold: float = field(default=0.1, metadata={
-        "help": "ProFit: tokens with current-model p(gold) below this leave the loss (0.1)"})
-    learning_rate: float = field(default=2e-5, metadata={
-        "help": "peak learning rate (paper: 2e-5)"})
-    warmup_ratio: float = field(default=0.2, metadata={
-        "help": "fraction of steps with linear warmup, in [0, 1) (paper: 0.2)"})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the rows"})
-    max_steps: int = field(default=-1, metadata={
-        "help": "optimizer steps; overrides num_train_epochs when > 0 (-1: use epochs)"})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "rows per micro-batch"})
-    gradient_accumulation_steps: int = field(default=1, metadata={
-        "help": "micro-batches per optimizer step"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
     lora_target_modules: str = field(default="all-linear", metadata={
         "help": "'all-linear' (paper: all linear layers) or comma-separated module names"})
-    max_length: int = field(default=1024, metadata={
-        "help": "truncate prompt + completion to this many tokens (keeps the start)"})
-    seed: int = field(default=0, metadata={"help": "seed of LoRA init, dropout and shuffling"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of LoRA init, dropout and shuffling (TRL's seed)"})
     dtype: str = field(default="auto", metadata={
         "help": "weights dtype: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
-    logging_steps: int = field(default=1, metadata={"help": "log the loss every N steps"})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations to save memory (slower; off: TRL's default is on)"})
+    device: str = field(default="auto", metadata={
+        "help": "auto, cpu, cuda, mps", "effect": "none"})
     merge: bool = field(default=False, metadata={
-        "help": "also save the base model with the adapter merged in, to <out>/merged"})
+        "help": "also save the base model with the adapter merged in, to <out>/merged",
+        "effect": STAGE})
     overwrite: bool = field(default=False, metadata={
-        "help": "replace an adapter already in <out>"})
+        "help": "start over: replace an adapter or checkpoints already in <out>",
+        "effect": "none"})
+    trainer: dict = field(default_factory=dict, metadata={
+        "help": "TRL SFTConfig arguments; each is also a key and flag of its own under "
+                "TRL's name (learning_rate, save_steps, report_to, ...)",
+        "ignore_keys": BOOKKEEPING})
+
+    FLAG_LABEL: ClassVar[str] = "sft"
+    RENAMED: ClassVar[dict[str, str]] = {
+        "mask": "Mask-PPL is a method now: `method: mask-ppl` (in a run: a methods entry "
+                "{name: mask-ppl, method: mask-ppl})",
+        "loss": "ProFit is a method now: `method: profit` (in a run: {name: profit, "
+                "method: profit})",
+        "mask_ppl_threshold": "write `threshold` (a setting of method mask-ppl)",
+        "mask_source": "write `source` (a setting of method mask-ppl)",
+        "profit_threshold": "write `threshold` (a setting of method profit)",
+        "warmup_ratio": "write TRL's `warmup_steps` (transformers 5: a float < 1 is a ratio "
+                        "of the steps, e.g. 0.2)",
+    }
+
+    @classmethod
+    def extra_keys(cls) -> dict[str, str]:
+        return {**dict.fromkeys(cls._trl_flags(), "trainer"),
+                **dict.fromkeys(settings_flags(SFT_METHODS), "settings")}
+
+    @classmethod
+    def extra_key_help(cls) -> dict[str, tuple[str, Any]]:
+        return {**cls._trl_flags(), **settings_flags(SFT_METHODS)}
+
+    @classmethod
+    def _trl_flags(cls) -> dict[str, tuple[str, Any]]:
+        own = {f.name for f in dataclasses.fields(cls)} | set(SFT_FIXED)
+        return trl_flags(_sft_config_cls(), own)
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
             self.data = [self.data]
         self.data = [str(p) for p in self.data] if self.data else None
-        positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "lora_r",
-                    "max_length", "logging_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise DasdError(f"learning_rate must be > 0; got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise DasdError(f"warmup_ratio must be in [0, 1); got {self.warmup_ratio}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise DasdError(f"max_steps must be >= 1, or -1 to use num_train_epochs; "
-                            f"got {self.max_steps}")
-        if self.max_steps == -1 and not self.num_train_epochs > 0:
-            raise DasdError(f"num_train_epochs must be > 0; got {self.num_train_epochs}")
+        if self.method not in SFT_METHODS:
+            raise DasdError(f"unknown SFT method '{self.method}': choose one of "
+                            f"{', '.join(SFT_METHODS)}{did_you_mean(self.method, SFT_METHODS)}")
+        self.settings = settings_dict(self.method_settings())
+        self._check_lora()
+        if self.rejected not in REJECTED_POLICIES:
+            raise DasdError(f"rejected must be one of {', '.join(REJECTED_POLICIES)}; "
+                            f"got {self.rejected!r}")
+        if self.dtype not in DTYPES:
+            raise DasdError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        fixed = sorted(set(self.trainer) & set(SFT_FIXED))
+        if fixed:
+            raise DasdError(f"train: dasd sets {', '.join(fixed)} itself (use out / seed)")
+        self.trainer = {**SFT_DEFAULTS, **check_trainer_args(
+            _sft_config_cls(), self.trainer, "train", SFT_DEFAULTS)}
+        check_ranges(self.trainer, "train")
+        if self.out is None and self.data:
+            self.out = str(default_out(self.data))
+
+    def _check_lora(self) -> None:
+        if self.lora_r < 1:
+            raise DasdError(f"lora_r must be >= 1; got {self.lora_r}")
         if not self.lora_alpha > 0:
             raise DasdError(f"lora_alpha must be > 0; got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise DasdError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
         if not self.lora_target_modules.strip(" ,"):
             raise DasdError("lora_target_modules is empty: use 'all-linear' or module names")
-        choices = {"rejected": REJECTED_POLICIES, "mask": MASKS, "loss": tuple(TOKEN_LOSSES),
-                   "mask_source": SOURCES}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise DasdError(f"{name} must be one of {', '.join(allowed)}; "
-                                f"got {getattr(self, name)!r}")
-        if not self.mask_ppl_threshold > 1:
-            raise DasdError(f"mask_ppl_threshold must be > 1 (a perplexity; paper: 2.5); "
-                            f"got {self.mask_ppl_threshold}")
-        check_threshold(self.profit_threshold)
-        if self.dtype not in DTYPES:
-            raise DasdError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
-        if self.out is None and self.data:
-            self.out = str(default_out(self.data))
+
+    def method_settings(self):
+        """The SFT method's typed settings (`prepare` rows, `token_loss`)."""
+        return build_settings(SFT_METHODS[self.method], self.settings, f"method '{self.method}'")
+
+    @property
+    def max_length(self) -> int:
+        return self.trainer["max_length"]
+
+    def config_comment(self) -> str:
+        return ("trainer: TRL SFTConfig arguments. Set by dasd unless given: "
+                + ", ".join(f"{k}={v}" for k, v in SFT_DEFAULTS.items())
+                + "; precision from the device; the rest are TRL's defaults.")
 
     def check_inputs(self) -> None:
         """Checks that need the file system; run just before training, not at parse time,
@@ -153,18 +206,19 @@ class TrainConfig:
                                 "or fix --data")
         if self.out is None:
             raise DasdError("out is required when training on several data files: pass --out")
-        if (Path(self.out) / ADAPTER_FILE).exists() and not self.overwrite:
-            raise DasdError(f"{self.out} already holds a trained adapter: pass --overwrite "
-                            "or choose another --out")
 
     def row_filter(self) -> RowFilter:
         return RowFilter(self.only_correct, self.drop_length_capped, self.reject_mentions,
                          rejected=self.rejected)
 
     def target_modules(self) -> str | list[str]:
-        if self.lora_target_modules.strip() == "all-linear":
-            return "all-linear"
-        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+        return target_modules(self.lora_target_modules)
+
+
+def target_modules(spec: str) -> str | list[str]:
+    if spec.strip() == "all-linear":
+        return "all-linear"
+    return [m.strip() for m in spec.split(",") if m.strip()]
 
 
 def default_out(data: list[str]) -> Path | None:
@@ -193,31 +247,31 @@ def mixed_precision(device: torch.device) -> str | None:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def common_trainer_args(device: torch.device, gradient_checkpointing: bool) -> dict[str, Any]:
-    """TrainingArguments every dasd trainer shares: precision from the device, no saving
-    or reporting during training, activation checkpointing only when asked."""
+def precision_args(device: torch.device, trainer: dict[str, Any]) -> dict[str, Any]:
+    """Mixed precision from the device unless the config chose it (bf16 / fp16)."""
+    if "bf16" in trainer or "fp16" in trainer:
+        return {"use_cpu": device.type == "cpu"}
     precision = mixed_precision(device)
     return {"bf16": precision == "bf16", "fp16": precision == "fp16",
-            "use_cpu": device.type == "cpu",
-            "activation_checkpointing": gradient_checkpointing,  # TRL's default is on
-            "report_to": "none", "save_strategy": "no"}
+            "use_cpu": device.type == "cpu"}
+
+
+def trainer_arguments(config, defaults_off: dict[str, Any]) -> dict[str, Any]:
+    """The config's TRL arguments; `gradient_checkpointing` (TRL's older name) given by
+    the user replaces dasd's `activation_checkpointing` default."""
+    args = dict(config.trainer)
+    if "gradient_checkpointing" in args:
+        args.pop("activation_checkpointing", None)
+    args.pop("resume_from_checkpoint", None)  # passed to train(), where TRL reads it
+    return {**defaults_off, **args}
 
 
 def sft_args(config: TrainConfig, device: torch.device):
-    from trl import SFTConfig
-
-    return SFTConfig(
-        output_dir=config.out, learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of steps
-        num_train_epochs=config.num_train_epochs, max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        seed=config.seed, logging_steps=config.logging_steps,
-        **common_trainer_args(device, config.gradient_checkpointing),
-        max_length=config.max_length, completion_only_loss=True, packing=False,
-        ddp_find_unused_parameters=False,  # LoRA: every adapter weight gets a gradient
-        disable_tqdm=False,  # a progress bar with rate and ETA even when logging is quiet
-    )
+    args = trainer_arguments(config, {"ddp_find_unused_parameters": False,  # LoRA: all used
+                                      "disable_tqdm": False})  # a bar with rate and ETA
+    return _sft_config_cls()(output_dir=config.out, seed=config.seed,
+                             **{**precision_args(device, args), **args},
+                             completion_only_loss=True, packing=False)
 
 
 @functools.cache
@@ -289,29 +343,32 @@ def build_trainer(config: TrainConfig, model, tokenizer, dataset, trainer_cls=No
 
 def training_set(config: TrainConfig, model, tokenizer):
     """(dataset, RowStats): the rows of `config.data` after the filter, the rejected-row
-    policy and the offline mask. Mask-PPL runs here, on the frozen model, before LoRA."""
+    policy and the method's `prepare` (Mask-PPL: on the frozen model, before LoRA)."""
     def to_reference(row):
         return replace_with_reference(row, tokenizer)
 
-    def mask_ppl(rows):
-        return add_mask_ppl(rows, model, config.mask_ppl_threshold, config.mask_source)
-
+    method = config.method_settings()
+    prepare = getattr(method, "prepare", None)
     return build_dataset(config.data, max_length=config.max_length,
                          row_filter=config.row_filter(), to_reference=to_reference,
-                         transform=mask_ppl if config.mask == "mask_ppl" else None)
+                         transform=(lambda rows: prepare(rows, model)) if prepare else None)
 
 
-def _prepare_out(config: TrainConfig) -> Path:
+def _prepare_out(config: TrainConfig) -> tuple[Path, str | None]:
+    """(output folder, checkpoint to resume from); one process prepares the folder."""
     out = Path(config.out)
-    if not ShardPlan.from_env().is_main:  # one process prepares the folder
-        return out
+    if not ShardPlan.from_env().is_main:
+        return out, latest_checkpoint(out) and str(latest_checkpoint(out))
+    checkpoint = resume_point(config, out, ADAPTER_FILE)
     if config.overwrite:
         shutil.rmtree(out / "merged", ignore_errors=True)
-        for name in ("train_log.jsonl", "train_summary.json"):
+        for name in ("train_log.jsonl", "train_summary.json", ADAPTER_FILE):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     write_resolved_config(config, out / "config.yaml")
-    return out
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    return out, checkpoint
 
 
 def train(config: TrainConfig, model=None, tokenizer=None, trainer_cls=None) -> dict[str, Any]:
@@ -332,11 +389,12 @@ def train(config: TrainConfig, model=None, tokenizer=None, trainer_cls=None) -> 
     dataset, stats = training_set(config, model, tokenizer)
     log.info("training on %d of %d rows (%s); output in %s", stats.used, stats.read,
              stats.explain(), config.out)
-    out = _prepare_out(config)
+    out, checkpoint = _prepare_out(config)
+    token_loss = getattr(config.method_settings(), "token_loss", None)
     trainer = build_trainer(config, model, tokenizer, dataset, trainer_cls,
-                            token_loss=TOKEN_LOSSES[config.loss](config))
+                            token_loss=token_loss() if token_loss else None)
     start = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     trainer.model.eval()
 

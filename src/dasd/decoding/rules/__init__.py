@@ -8,11 +8,11 @@ the rule.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Protocol
 
 import torch
 
+from dasd.config import build_settings, did_you_mean
 from dasd.decoding.rules.base import BaseRule
 from dasd.decoding.rules.common import CATEGORY_NAMES, Selection, ranked_top_k
 from dasd.decoding.rules.dasd import DASDRule
@@ -35,17 +35,23 @@ def rule_settings(rule: Any) -> dict[str, Any]:
     return dataclasses.asdict(rule)
 
 
-def build_rule(method: str, **settings: Any) -> SelectionRule:
-    """Build the rule named `method`, taking from `settings` only the fields it has."""
+def get_rule(method: str) -> type:
+    """The rule class called `method`; a typo gets a did-you-mean hint."""
     if method not in RULES:
-        hint = difflib.get_close_matches(method, RULES, n=1)
-        did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
-        raise DasdError(f"unknown method '{method}': choose one of {', '.join(RULES)}"
-                        f"{did_you_mean}")
-    cls = RULES[method]
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in settings.items() if k in names})
+        raise DasdError(f"unknown decoding method '{method}': choose one of "
+                        f"{', '.join(RULES)}{did_you_mean(method, RULES)}")
+    return RULES[method]
 
 
-__all__ = ["CATEGORY_NAMES", "RULES", "Selection", "SelectionRule", "build_rule",
+def build_rule(method: str, seed: int = 0, **settings: Any) -> SelectionRule:
+    """The rule named `method` with its own `settings` (an unknown one is an error); a
+    rule that samples gets the stage's `seed`."""
+    cls = get_rule(method)
+    rule = build_settings(cls, settings, f"method '{method}'")
+    if "seed" in {f.name for f in dataclasses.fields(cls)}:
+        rule = dataclasses.replace(rule, seed=seed)
+    return rule
+
+
+__all__ = ["CATEGORY_NAMES", "RULES", "Selection", "SelectionRule", "build_rule", "get_rule",
            "ranked_top_k", "rule_settings"]

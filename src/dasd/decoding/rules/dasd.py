@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
@@ -28,9 +28,11 @@ class DASDRule:
     # only the reference top-K and the base tokens with p >= tau (at most floor(1/tau)).
     supports_draft_verify: ClassVar[bool] = True
 
-    top_k: int = 6
-    tau: float = 0.2
-    fallback: Literal["ref", "base"] = "ref"
+    top_k: int = field(default=6, metadata={"help": "reference candidates K (paper: 6)"})
+    tau: float = field(default=0.2, metadata={
+        "help": "base-probability threshold in (0, 1] a candidate must reach (paper: 0.2)"})
+    fallback: Literal["ref", "base"] = field(default="ref", metadata={
+        "help": "token when no candidate passes: reference or base top-1 (paper: ref)"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.top_k, int) or self.top_k < 1:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -141,12 +141,20 @@ class HintRule:
     # Sampled and stateful: not a pure function of one step, so draft-and-verify refuses it.
     supports_draft_verify: ClassVar[bool] = False
 
-    beta: float = 3.0
-    temperature: float = 0.3
-    top_p: float = 0.95
-    marker: str = "\\boxed{"
-    seed: int = 0
-    tau: float = 0.2  # labels only (as in `sd`): the p_base that counts as "reserved"
+    beta: float = field(default=3.0, metadata={
+        "help": "lambda = clamp(beta * H(p_ref) / log V, 0, 1) mixes in the base model; "
+                "0 = plain self-distillation (paper demo: 3)"})
+    temperature: float = field(default=0.3, metadata={
+        "help": "sampling temperature, 0 = greedy (paper demo: 0.3)"})
+    top_p: float = field(default=0.95, metadata={
+        "help": "nucleus top-p in (0, 1], cut before the temperature (paper demo: 0.95)"})
+    marker: str = field(default="\\boxed{", metadata={
+        "help": "once the response contains this text only the base model decodes "
+                "(paper demo: \\boxed{; the numeric prompts end with 'The answer is'; "
+                "'' = never)"})
+    seed: int = field(default=0, metadata={"from_stage": True})  # the stage's seed
+    tau: float = field(default=0.2, metadata={
+        "help": "labels only: p_base from which a step counts as reserved, not hard (0.2)"})
 
     def __post_init__(self) -> None:
         checks = (

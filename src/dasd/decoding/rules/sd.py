@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -21,7 +21,8 @@ class SDRule:
     # Exact under draft-and-verify: a pure function of one step's two distributions.
     supports_draft_verify: ClassVar[bool] = True
 
-    tau: float = 0.2
+    tau: float = field(default=0.2, metadata={
+        "help": "labels only: p_base from which a step counts as reserved, not hard (0.2)"})
 
     def select(self, ref_logprobs: torch.Tensor, base_logprobs: torch.Tensor) -> Selection:
         tokens = ref_logprobs.argmax(-1)

@@ -1,25 +1,29 @@
-"""Which training tokens count in the loss.
+"""SFT methods: which training tokens count in the loss, one settings class each.
 
-Offline masks write a row's `loss_mask` before training (Mask-PPL); online token losses
-replace the per-token loss inside the trainer (ProFit). `TOKEN_LOSSES` maps a config's
-`loss` to a factory of the trainer's `token_loss` (None: TRL's own cross-entropy).
+A method may `prepare(rows, model)` before training (an offline mask such as Mask-PPL
+writes each row's `loss_mask`) and/or give a `token_loss()` that replaces the per-token
+loss inside the trainer (ProFit); `sft` is TRL's plain cross-entropy. Adding one is a
+file with its settings dataclass and a line in `SFT_METHODS`.
 """
 
-from functools import partial
+from dataclasses import dataclass
 
 from dasd.training.masks.mask_ppl import (
+    MaskPPL,
     add_mask_ppl,
     mask_ppl_file,
     ppl_mask,
     teacher_forced_logprobs,
 )
-from dasd.training.masks.profit import profit_loss
+from dasd.training.masks.profit import ProFit, profit_loss
 
-MASKS = ("none", "mask_ppl")
-TOKEN_LOSSES = {
-    "nll": lambda config: None,
-    "profit": lambda config: partial(profit_loss, threshold=config.profit_threshold),
-}
 
-__all__ = ["MASKS", "TOKEN_LOSSES", "add_mask_ppl", "mask_ppl_file", "ppl_mask",
-           "profit_loss", "teacher_forced_logprobs"]
+@dataclass
+class PlainSFT:
+    """`method: sft`: cross-entropy on every response token (the DASD recipe)."""
+
+
+SFT_METHODS: dict[str, type] = {"sft": PlainSFT, "mask-ppl": MaskPPL, "profit": ProFit}
+
+__all__ = ["SFT_METHODS", "MaskPPL", "PlainSFT", "ProFit", "add_mask_ppl", "mask_ppl_file",
+           "ppl_mask", "profit_loss", "teacher_forced_logprobs"]

@@ -26,8 +26,9 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -218,3 +219,27 @@ def mask_ppl_file(in_path: str | Path, out_path: str | Path, model_spec: str | N
              "left; written to %s", source, threshold, stats["dropped_percent"],
              stats["tokens"], stats["rows_all_dropped"], stats["rows"], out)
     return stats
+
+
+@dataclass
+class MaskPPL:
+    """`method: mask-ppl`: SFT whose loss skips the tokens the frozen base model finds
+    perplexing (Wu et al., NeurIPS 2025). By default on the original references."""
+
+    threshold: float = field(default=DEFAULT_THRESHOLD, metadata={
+        "help": "drop tokens whose perplexity exp(-log p_base) exceeds this (paper: 2.5)"})
+    source: Literal["auto", "recorded", "recompute"] = field(default="auto", metadata={
+        "help": "p_base recorded at generation, or recomputed by a teacher-forced forward "
+                "of the frozen model (auto: recorded when every row has it)"})
+
+    def __post_init__(self) -> None:
+        if not self.threshold > 1:
+            raise DasdError(f"mask-ppl threshold must be > 1 (a perplexity; paper: 2.5); "
+                            f"got {self.threshold}")
+        if self.source not in SOURCES:
+            raise DasdError(f"mask-ppl source must be one of {', '.join(SOURCES)}; "
+                            f"got {self.source!r}")
+
+    def prepare(self, rows: Sequence[dict[str, Any]], model) -> list[dict[str, Any]]:
+        """The rows with their `loss_mask`, computed on the frozen model before LoRA."""
+        return add_mask_ppl(rows, model, self.threshold, self.source)

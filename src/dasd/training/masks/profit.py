@@ -10,6 +10,9 @@ many dropped tokens gets a smaller loss, not a reweighted one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from functools import partial
+
 import torch
 
 from dasd.errors import DasdError
@@ -39,3 +42,19 @@ def profit_loss(log_probs: torch.Tensor, label_mask: torch.Tensor, threshold: fl
         num_tokens = label_mask.sum()
     total = -torch.where(keep, log_probs, torch.zeros_like(log_probs)).sum()
     return total / torch.as_tensor(num_tokens, device=total.device).clamp(min=1), keep.sum()
+
+
+@dataclass
+class ProFit:
+    """`method: profit`: SFT whose loss skips, at every step, the tokens the current model
+    gives a probability below the threshold (arXiv 2601.09195). By default on the
+    original references."""
+
+    threshold: float = field(default=DEFAULT_THRESHOLD, metadata={
+        "help": "tokens with current-model p(gold) below this leave the loss (paper: 0.1)"})
+
+    def __post_init__(self) -> None:
+        check_threshold(self.threshold)
+
+    def token_loss(self):
+        return partial(profit_loss, threshold=self.threshold)

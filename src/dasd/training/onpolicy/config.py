@@ -1,149 +1,157 @@
 """`OnPolicyConfig`: settings of `dasd train --method opsd|pw-opsd|da-opsd`.
 
-The task fields (model, task, split, limit, levels, prompts, ...) are those of every
-decoding stage, since the student decodes its own rollouts. Fields left unset (None) take
-the method's paper defaults (`dasd.training.onpolicy.METHODS[...].defaults`) when training
-starts (`resolved()`); the resolved values are what `config.yaml` in the output folder
-records.
+The problems (model, task, split, limit, levels, prompts, ...) are those of every decoding
+stage, since the student decodes its own rollouts. The method's own settings (`beta`,
+`clip`, PW-OPSD's `w_min`/`tau`/`s`, DA-OPSD's `rho`/`weight`) live in `settings`; every
+argument of TRL's `SDFTConfig` works under TRL's own name (`max_completion_length`,
+`per_device_train_batch_size`, `num_generations`, `temperature`, `learning_rate`,
+`save_steps`, `report_to`, ...). TRL arguments left unset take the method's paper values
+(`Method.trainer_defaults`), then dasd's (`ONPOLICY_DEFAULTS`) when training starts
+(`resolved()`), so a section shared by several methods (`dasd run`) gives each its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar
 
-from dasd.config import DecodeStageConfig
+from dasd.config import ProblemConfig, build_settings, settings_dict, settings_flags
 from dasd.errors import DasdError
-from dasd.training.losses import DIRECTION_WEIGHTS
-from dasd.training.onpolicy import get_method
+from dasd.training.onpolicy import METHODS, get_method
+from dasd.training.trl_args import (
+    BOOKKEEPING,
+    CHECKPOINTS,
+    check_ranges,
+    check_trainer_args,
+    trl_flags,
+)
+
+# dasd's defaults for TRL's SDFTConfig: the OPSD scripts' sampling (T 1.1, top-p 0.95,
+# top-k 20), one rollout per prompt, short CPU-sized rollouts, no warmup, 50 steps.
+ONPOLICY_DEFAULTS: dict[str, Any] = {
+    "max_completion_length": 256, "per_device_train_batch_size": 4, "num_generations": 1,
+    "temperature": 1.1, "top_p": 0.95, "top_k": 20, "max_prompt_length": 2048,
+    "warmup_steps": 0.0, "max_steps": 50, "logging_steps": 1,
+    "activation_checkpointing": False, "report_to": "none", **CHECKPOINTS}
+# Arguments dasd sets from its own fields or its design; not configurable.
+ONPOLICY_FIXED = ("output_dir", "seed", "teacher_model_kind", "distillation_mode",
+                  "chat_template_kwargs")
+
+
+def _sdft_config_cls():
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.sdft import SDFTConfig
+
+    return SDFTConfig
 
 
 @dataclass
-class OnPolicyConfig(DecodeStageConfig):
+class OnPolicyConfig(ProblemConfig):
     method: str = field(default="opsd", metadata={
-        "help": "on-policy method: opsd, pw-opsd (position-weighted), da-opsd "
-                "(direction-adaptive)"})
+        "help": f"on-policy method: {', '.join(METHODS)}"})
+    settings: dict = field(default_factory=dict, metadata={
+        "help": "the method's own settings, e.g. '{beta: 0.5, clip: 0.05}'; each is also a "
+                "flag of its own (--beta 0.5)"})
     split: str = field(default="train", metadata={"help": "data split the prompts come from"})
     seed: int = field(default=0, metadata={
         "help": "seed of generated tasks (arith), LoRA init, shuffling and rollout sampling"})
     out: str | None = field(default=None, metadata={
-        "help": "adapter output directory (default: runs/<task>/train/<method>)"})
+        "help": "adapter output directory (default: runs/<task>/train/<method>)",
+        "effect": "none"})
     overwrite: bool = field(default=False, metadata={
-        "help": "replace an adapter already in <out>"})
-    # Rollouts (the student samples from the question-only prompt).
-    max_new_tokens: int = field(default=256, metadata={
-        "help": "rollout length limit in tokens (TRL max_completion_length)"})
-    batch_size: int = field(default=4, metadata={
-        "help": "rollouts per micro-batch (prompts x num_generations)"})
-    num_generations: int = field(default=1, metadata={
-        "help": "rollouts per prompt; batch_size x gradient_accumulation_steps must be a "
-                "multiple of it"})
-    temperature: float = field(default=1.1, metadata={
-        "help": "sampling temperature of rollouts; logits of both sides are divided by it in "
-                "the loss, as in TRL (OPSD/PW-OPSD: 1.1)"})
-    top_p: float = field(default=0.95, metadata={
-        "help": "nucleus sampling of rollouts (OPSD: 0.95)"})
-    top_k: int = field(default=20, metadata={
-        "help": "top-k sampling of rollouts, 0 = off (OPSD: 20)"})
-    max_prompt_length: int = field(default=2048, metadata={
-        "help": "longest teacher (reference) prompt in tokens; longer ones are refused, never "
-                "truncated (TRL would cut them from the left, dropping the question)"})
-    # Loss.
-    beta: float | None = field(default=None, metadata={
-        "help": "generalized JSD: 0 forward KL(T||S), 1 reverse KL (OPSD 0.5, PW-OPSD 0; "
-                "unset: the method's)"})
-    clip: float | None = field(default=0.05, metadata={
-        "help": "cap on each vocabulary term of the divergence before the sum (OPSD "
-                "jsd_token_clip 0.05); none = no cap"})
-    pw_w_min: float = field(default=0.25, metadata={
-        "help": "PW-OPSD: weight floor w_min (paper: 0.25)"})
-    pw_tau: float = field(default=0.30, metadata={
-        "help": "PW-OPSD: relative position of the weight's midpoint (paper: 0.30)"})
-    pw_s: float = field(default=0.10, metadata={"help": "PW-OPSD: sigmoid width s (paper: 0.10)"})
-    da_rho: float = field(default=0.2, metadata={
-        "help": "DA-OPSD: per-rollout entropy quantile; tokens below it are pulled toward the "
-                "teacher, above it pushed away (paper: 0.2)"})
-    da_weight: Literal["tanh", "sign"] = field(default="tanh", metadata={
-        "help": "DA-OPSD: signed weight, tanh((q_rho - H_t) / MAD(H)) or sign(q_rho - H_t)"})
-    # Optimisation.
-    learning_rate: float | None = field(default=None, metadata={
-        "help": "peak learning rate (OPSD 2e-4, PW-OPSD 5e-6; unset: the method's)"})
-    max_grad_norm: float | None = field(default=None, metadata={
-        "help": "gradient clipping (PW-OPSD 0.1, others 1.0; unset: the method's)"})
-    warmup_ratio: float = field(default=0.0, metadata={
-        "help": "fraction of steps with linear warmup, in [0, 1)"})
-    max_steps: int = field(default=50, metadata={
-        "help": "optimizer steps; -1 to use num_train_epochs instead"})
-    num_train_epochs: float = field(default=1.0, metadata={
-        "help": "passes over the prompts (when max_steps is -1)"})
-    gradient_accumulation_steps: int = field(default=1, metadata={
-        "help": "micro-batches per optimizer step"})
+        "help": "start over: replace an adapter or checkpoints already in <out>",
+        "effect": "none"})
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (OPSD, PW-OPSD: 64)"})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (OPSD, PW-OPSD: 128)"})
     lora_target_modules: str = field(default="all-linear", metadata={
         "help": "'all-linear' or comma-separated module names (OPSD: all attention and MLP "
                 "projections)"})
-    logging_steps: int = field(default=1, metadata={"help": "log the loss every N steps"})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations to save memory (slower; off: TRL's default is on)"})
+    trainer: dict = field(default_factory=dict, metadata={
+        "help": "TRL SDFTConfig arguments; each is also a key and flag of its own under "
+                "TRL's name (max_completion_length, num_generations, learning_rate, ...)",
+        "ignore_keys": BOOKKEEPING})
+
+    FLAG_LABEL: ClassVar[str] = "on-policy"
+    RENAMED: ClassVar[dict[str, str]] = {
+        "max_new_tokens": "write TRL's `max_completion_length` (the rollout length)",
+        "batch_size": "write TRL's `per_device_train_batch_size` (rollouts per micro-batch)",
+        "pw_w_min": "write `w_min` (a setting of method pw-opsd)",
+        "pw_tau": "write `tau` (a setting of method pw-opsd)",
+        "pw_s": "write `s` (a setting of method pw-opsd)",
+        "da_rho": "write `rho` (a setting of method da-opsd)",
+        "da_weight": "write `weight` (a setting of method da-opsd)",
+        "warmup_ratio": "write TRL's `warmup_steps` (transformers 5: a float < 1 is a ratio "
+                        "of the steps)",
+    }
+
+    @classmethod
+    def extra_keys(cls) -> dict[str, str]:
+        return {**dict.fromkeys(cls._trl_flags(), "trainer"),
+                **dict.fromkeys(cls._settings_flags(), "settings")}
+
+    @classmethod
+    def extra_key_help(cls) -> dict[str, tuple[str, Any]]:
+        return {**cls._trl_flags(), **cls._settings_flags()}
+
+    @classmethod
+    def _trl_flags(cls) -> dict[str, tuple[str, Any]]:
+        own = {f.name for f in dataclasses.fields(cls)} | set(ONPOLICY_FIXED)
+        return trl_flags(_sdft_config_cls(), own)
+
+    @staticmethod
+    def _settings_flags() -> dict[str, tuple[str, Any]]:
+        return settings_flags({name: m.settings for name, m in METHODS.items()})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.out is None:
             self.out = f"runs/{self.task}/train/{self.method}"
-        defaults = self.method_defaults()
-        if defaults:  # validate what training will use: building it checks the ranges
-            dataclasses.replace(self, **defaults)
-        else:
-            self._check_ranges()
+        self.settings = settings_dict(self.method_settings())
+        fixed = sorted(set(self.trainer) & set(ONPOLICY_FIXED))
+        if fixed:
+            raise DasdError(f"onpolicy: dasd sets {', '.join(fixed)} itself")
+        defaults = {**ONPOLICY_DEFAULTS, **get_method(self.method).trainer_defaults}
+        self.trainer = check_trainer_args(_sdft_config_cls(), self.trainer, "onpolicy",
+                                          defaults)
+        self._check_ranges(self.resolved_trainer())
 
-    def method_defaults(self) -> dict[str, Any]:
-        """The method's paper settings for the fields left unset (None)."""
-        return {name: value for name, value in get_method(self.method).defaults.items()
-                if getattr(self, name) is None}
+    def method_settings(self):
+        return build_settings(get_method(self.method).settings, self.settings,
+                              f"method '{self.method}'")
+
+    def resolved_trainer(self) -> dict[str, Any]:
+        """TRL arguments: the config's, else the method's paper values, else dasd's."""
+        return {**ONPOLICY_DEFAULTS, **get_method(self.method).trainer_defaults,
+                **self.trainer}
 
     def resolved(self) -> OnPolicyConfig:
-        """This config with the unset fields filled by the method's defaults. Unset fields
-        stay None until training, so a section shared by several methods (`dasd run`)
-        gives each method its own paper defaults."""
-        return dataclasses.replace(self, **self.method_defaults())
+        """This config with every TRL argument it trains with written out."""
+        return dataclasses.replace(self, trainer=self.resolved_trainer())
 
-    def _check_ranges(self) -> None:
-        for name in ("num_generations", "gradient_accumulation_steps", "lora_r", "lora_alpha",
-                     "logging_steps", "max_prompt_length"):
-            if getattr(self, name) < 1:
-                raise DasdError(f"{name} must be >= 1; got {getattr(self, name)}")
-        positive = {"learning_rate": self.learning_rate, "temperature": self.temperature,
-                    "max_grad_norm": self.max_grad_norm, "pw_s": self.pw_s}
-        for name, value in positive.items():
-            if not value > 0:
-                raise DasdError(f"{name} must be > 0; got {value}")
-        for name in ("beta", "pw_w_min", "da_rho"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise DasdError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
-        if not 0 < self.top_p <= 1:
-            raise DasdError(f"top_p must be in (0, 1]; got {self.top_p}")
+    def config_comment(self) -> str:
+        return (f"trainer: TRL SDFTConfig arguments. Set by dasd unless given: the method's "
+                f"paper values {get_method(self.method).trainer_defaults}, then "
+                + ", ".join(f"{k}={v}" for k, v in ONPOLICY_DEFAULTS.items())
+                + "; precision from the device; the rest are TRL's defaults.")
+
+    def _check_ranges(self, trainer: dict[str, Any]) -> None:
+        check_ranges(trainer, "onpolicy")
+        for name in ("lora_r", "lora_alpha", "max_prompt_length", "num_generations"):
+            value = trainer.get(name, getattr(self, name, None))
+            if value is not None and value < 1:
+                raise DasdError(f"{name} must be >= 1; got {value}")
         if not self.lora_target_modules.strip(" ,"):
             raise DasdError("lora_target_modules is empty: use 'all-linear' or module names")
-        if self.clip is not None and not self.clip > 0:
-            raise DasdError(f"clip must be > 0, or none for no cap; got {self.clip}")
-        if self.top_k < 0:
-            raise DasdError(f"top_k must be >= 0 (0 = off); got {self.top_k}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise DasdError(f"warmup_ratio must be in [0, 1); got {self.warmup_ratio}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise DasdError(f"max_steps must be >= 1, or -1 to use num_train_epochs; "
-                            f"got {self.max_steps}")
-        if self.da_weight not in DIRECTION_WEIGHTS:
-            raise DasdError(f"da_weight must be one of {', '.join(DIRECTION_WEIGHTS)}; "
-                            f"got {self.da_weight!r}")
-        rollouts = self.batch_size * self.gradient_accumulation_steps
-        if rollouts % self.num_generations:
-            raise DasdError(f"batch_size x gradient_accumulation_steps ({rollouts}) must be a "
-                            f"multiple of num_generations ({self.num_generations})")
+        rollouts = trainer["per_device_train_batch_size"] * trainer.get(
+            "gradient_accumulation_steps", 1)
+        if rollouts % trainer["num_generations"]:
+            raise DasdError(f"per_device_train_batch_size x gradient_accumulation_steps "
+                            f"({rollouts}) must be a multiple of num_generations "
+                            f"({trainer['num_generations']})")
 
     def target_modules(self) -> str | list[str]:
-        if self.lora_target_modules.strip() == "all-linear":
-            return "all-linear"
-        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+        from dasd.training.sft import target_modules
+
+        return target_modules(self.lora_target_modules)

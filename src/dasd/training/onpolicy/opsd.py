@@ -7,13 +7,28 @@ Their scripts: LoRA r64/alpha128, lr 2e-4, beta 0.5, sampling T 1.1, top-p 0.95,
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from dasd.training.losses import opsd_loss
 from dasd.training.onpolicy.base import Method
+from dasd.training.onpolicy.checks import check_divergence
 
 
-def loss(student_logits, teacher_logits, mask, config):
-    return opsd_loss(student_logits, teacher_logits, mask, config.beta, config.clip)
+@dataclass
+class OPSD:
+    beta: float = field(default=0.5, metadata={
+        "help": "generalized JSD: 0 forward KL(T||S), 1 reverse KL (OPSD: 0.5)"})
+    clip: float | None = field(default=0.05, metadata={
+        "help": "cap on each vocabulary term of the divergence before the sum (OPSD "
+                "jsd_token_clip 0.05); none = no cap"})
+
+    def __post_init__(self) -> None:
+        check_divergence(self.beta, self.clip)
 
 
-METHOD = Method(name="opsd", paper="arXiv 2601.18734", loss=loss,
-                defaults={"learning_rate": 2e-4, "beta": 0.5, "max_grad_norm": 1.0})
+def loss(student_logits, teacher_logits, mask, settings: OPSD):
+    return opsd_loss(student_logits, teacher_logits, mask, settings.beta, settings.clip)
+
+
+METHOD = Method(name="opsd", paper="arXiv 2601.18734", loss=loss, settings=OPSD,
+                trainer_defaults={"learning_rate": 2e-4, "max_grad_norm": 1.0})

@@ -36,7 +36,8 @@ from dasd.tasks.prompts import render_prompts
 from dasd.training.losses import opsd_loss, token_entropy
 from dasd.training.onpolicy import get_method
 from dasd.training.onpolicy.config import OnPolicyConfig
-from dasd.training.sft import ADAPTER_FILE, common_trainer_args
+from dasd.training.sft import ADAPTER_FILE, precision_args, trainer_arguments
+from dasd.training.trl_args import resume_point
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,14 @@ def build_dataset(config: OnPolicyConfig, tokenizer):
     from datasets import Dataset
 
     _, template, examples = load_split(config)
+    limit = config.resolved_trainer()["max_prompt_length"]
     rows, longest = [], 0
     for example in examples:
         base, reference = render_prompts(tokenizer, template, example, config.chat_template_kwargs)
         length = len(encode(tokenizer, reference))
-        if length > config.max_prompt_length:
+        if length > limit:
             raise DasdError(f"the reference prompt of {example.id} has {length} tokens, over "
-                            f"max_prompt_length {config.max_prompt_length}: raise "
+                            f"max_prompt_length {limit}: raise "
                             "--max-prompt-length or pick shorter problems (--levels)")
         longest = max(longest, length)
         rows.append({"id": example.id, "prompt": base, "privileged_context": reference})
@@ -62,24 +64,16 @@ def build_dataset(config: OnPolicyConfig, tokenizer):
 
 
 def sdft_args(config: OnPolicyConfig, device: torch.device):
+    """TRL's SDFTConfig from a resolved config: its TRL arguments plus what dasd fixes."""
     from trl.experimental.sdft import SDFTConfig
 
+    args = trainer_arguments(config, {"distillation_is_clip": None, "disable_tqdm": False})
+    args["max_prompt_length"] = None  # never left-truncate; build_dataset checks lengths
     return SDFTConfig(
-        output_dir=config.out, learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of steps
-        max_steps=config.max_steps, num_train_epochs=config.num_train_epochs,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_grad_norm=config.max_grad_norm, seed=config.seed,
-        logging_steps=config.logging_steps,
-        **common_trainer_args(device, config.gradient_checkpointing),
-        num_generations=config.num_generations, max_completion_length=config.max_new_tokens,
-        max_prompt_length=None,  # never left-truncate; build_dataset checks the lengths
-        temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+        output_dir=config.out, seed=config.seed, **{**precision_args(device, args), **args},
         teacher_model_kind="base",  # with PEFT: the adapter disabled = the initial policy
-        distillation_mode="full_logits", distillation_is_clip=None,
+        distillation_mode="full_logits",
         chat_template_kwargs=config.chat_template_kwargs or None,
-        disable_tqdm=False,
     )
 
 
@@ -101,6 +95,7 @@ def _trainer_cls():
             super().__init__(*args, **kwargs)
             self.onpolicy = onpolicy
             self.onpolicy_method = get_method(onpolicy.method)
+            self.onpolicy_settings = onpolicy.method_settings()
             self.teacher_context_builder = RenderedTeacherPrompt(self)
 
         def _tokenize_prompts(self, prompts: list[str]) -> list[list[int]]:
@@ -110,7 +105,7 @@ def _trainer_cls():
             student = distillation_logits.student_logits
             teacher = distillation_logits.teacher_logits
             mask = distillation_logits.loss_mask
-            loss = self.onpolicy_method.loss(student, teacher, mask, self.onpolicy)
+            loss = self.onpolicy_method.loss(student, teacher, mask, self.onpolicy_settings)
             self._log_onpolicy_metrics(model, student.detach(), teacher, mask)
             return loss
 
@@ -119,8 +114,8 @@ def _trainer_cls():
             weighted differently) and the student's mean entropy on the rollout."""
             mode = "train" if model.training else "eval"
             with torch.no_grad():
-                divergence = opsd_loss(student, teacher, mask, self.onpolicy.beta,
-                                       self.onpolicy.clip)
+                divergence = opsd_loss(student, teacher, mask, self.onpolicy_settings.beta,
+                                       self.onpolicy_settings.clip)
                 entropy = (token_entropy(student) * mask).sum() / mask.sum().clamp(min=1)
             self._metrics[mode]["divergence"].append(divergence.item())
             self._metrics[mode]["student_entropy"].append(entropy.item())
@@ -140,17 +135,18 @@ def build_trainer(config: OnPolicyConfig, model, tokenizer, dataset):
                           processing_class=tokenizer, peft_config=lora, onpolicy=config)
 
 
-def _prepare_out(config: OnPolicyConfig) -> Path:
+def _prepare_out(config: OnPolicyConfig) -> tuple[Path, str | None]:
+    """(output folder, checkpoint to resume from)."""
     out = Path(config.out)
-    if (out / ADAPTER_FILE).exists() and not config.overwrite:
-        raise DasdError(f"{out} already holds a trained adapter: pass --overwrite or choose "
-                        "another --out")
+    checkpoint = resume_point(config, out, ADAPTER_FILE)
     if config.overwrite:
-        for name in ("train_log.jsonl", "train_summary.json"):
+        for name in ("train_log.jsonl", "train_summary.json", ADAPTER_FILE):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     write_resolved_config(config, out / "config.yaml")
-    return out
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    return out, checkpoint
 
 
 def train_onpolicy(config: OnPolicyConfig, model=None, tokenizer=None) -> dict[str, Any]:
@@ -161,13 +157,13 @@ def train_onpolicy(config: OnPolicyConfig, model=None, tokenizer=None) -> dict[s
     if (model is None) != (tokenizer is None):
         raise ValueError("pass model and tokenizer together, or neither")
     config = config.resolved()
-    out = _prepare_out(config)
+    out, checkpoint = _prepare_out(config)
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device)
     dataset = build_dataset(config, tokenizer)
     trainer = build_trainer(config, model, tokenizer, dataset)
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     trainer.model.eval()
     trainer.model.save_pretrained(out)
@@ -195,7 +191,8 @@ def _summary(config: OnPolicyConfig, trainer, prompts: int, seconds: float) -> d
         "output": str(config.out), "method": config.method,
         "paper": get_method(config.method).paper, "model": config.model,
         "task": config.task, "split": config.split, "prompts": prompts, "steps": steps,
-        "rollouts": steps * config.batch_size * config.gradient_accumulation_steps,
+        "rollouts": steps * config.trainer["per_device_train_batch_size"]
+        * config.trainer.get("gradient_accumulation_steps", 1),
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
         "train_loss_min": min(losses) if losses else None,
@@ -206,7 +203,7 @@ def _summary(config: OnPolicyConfig, trainer, prompts: int, seconds: float) -> d
         "trainable_params": trainable, "total_params": total,
         "device": str(trainer.args.device),
         "mixed_precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else None,
-        "settings": {name: getattr(config, name) for name in (
-            "learning_rate", "max_grad_norm", "beta", "clip", "temperature", "top_p", "top_k",
-            "lora_r", "lora_alpha")},
+        "settings": {**config.settings, **{name: config.trainer.get(name) for name in (
+            "learning_rate", "max_grad_norm", "temperature", "top_p", "top_k")},
+            "lora_r": config.lora_r, "lora_alpha": config.lora_alpha},
     }
