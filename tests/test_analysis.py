@@ -16,8 +16,8 @@ from dasd.analysis import tables as T
 from dasd.analysis.data import token_texts
 from dasd.analysis.plots import METHOD_STYLES, method_style, plot_training_levels
 from dasd.analysis.report import build_sections, draw
-from dasd.analysis.stats import P_FLOOR, perplexity, phi
 from dasd.errors import DasdError
+from dasd.stats import P_FLOOR, perplexity, phi
 from tests.conftest import make_tokenizer
 
 

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from dasd.analysis.stats import high_ppl_mask
 from dasd.config import DecodeStageConfig, build_config
 from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
 from dasd.records import read_jsonl, sidecar
+from dasd.stats import high_ppl_mask
 from dasd.training import TrainConfig, train
 from dasd.training.data import build_dataset
 from dasd.training.masks import add_mask_ppl, mask_ppl_file, ppl_mask, teacher_forced_logprobs

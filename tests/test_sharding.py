@@ -16,7 +16,13 @@ import torch
 import dasd.decoding.generate as generate_module
 import dasd.decoding.sharding as sharding
 from dasd.decoding.generate import GenerateConfig, generate
-from dasd.decoding.sharding import ShardPlan, merge_shards, shard_dir, wait_for_shards
+from dasd.decoding.sharding import (
+    ShardPlan,
+    merge_shards,
+    part_path,
+    shard_dir,
+    wait_for_shards,
+)
 from dasd.errors import DasdError
 from dasd.records import sidecar
 
@@ -77,7 +83,7 @@ def test_strided_shares_cover_the_input_once_and_keep_their_rank_as_it_grows():
     shares = [ShardPlan(r, 3).share(items) for r in range(3)]
     assert shares == [[0, 3, 6], [1, 4], [2, 5]]
     assert ShardPlan(1, 3).share(list(range(10))) == [1, 4, 7]  # a larger limit extends
-    assert ShardPlan(1, 2).part(Path("runs/x/dasd.jsonl")) == Path(
+    assert part_path(ShardPlan(1, 2), Path("runs/x/dasd.jsonl")) == Path(
         "runs/x/dasd.shards/shard-00001-of-00002.part")
 
 
@@ -167,7 +173,7 @@ def test_more_ranks_than_examples(tmp_path, tiny_model, tokenizer, monkeypatch):
 def test_a_killed_shard_resumes_and_a_single_process_merges_leftovers(
         tmp_path, tiny_model, tokenizer, reference, monkeypatch):
     out = tmp_path / "two.jsonl"
-    part1 = ShardPlan(1, 2).part(out)
+    part1 = part_path(ShardPlan(1, 2), out)
     first, cut = reference[1], json.dumps(reference[3])[:40]  # rank 1 holds 1 and 3
     part1.parent.mkdir()
     part1.write_text(json.dumps(first) + "\n" + cut)  # one row, then a crash mid-line
@@ -251,7 +257,7 @@ def test_two_processes_write_the_single_process_file_and_resume_per_shard(
     # and half a line. The rerun keeps that row and redoes the rest.
     out.unlink()
     kept = {**reference[1], "completion": "written before the kill"}
-    part = ShardPlan(1, 2).part(out)
+    part = part_path(ShardPlan(1, 2), out)
     part.parent.mkdir()
     part.write_text(json.dumps(kept) + "\n" + json.dumps(reference[3])[:30])
     shutil.copy(sidecar(out, "config.yaml"), sidecar(part, "config.yaml"))

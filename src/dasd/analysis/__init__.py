@@ -1,7 +1,7 @@
 """Analyses of generated data (high-PPL tokens, segment PPL, alignment, token categories,
 accuracy by level, phi), the report (`analyze`) and the terminal token view (`show`).
 
-`analyze`, `AnalyzeConfig` and `show` load lazily so that importing `dasd.analysis.stats`
+`analyze`, `AnalyzeConfig` and `show` load lazily so that importing `dasd.stats`
 (as `dasd generate` does) does not pull in matplotlib.
 """
 

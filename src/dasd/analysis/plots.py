@@ -23,7 +23,7 @@ from dasd.analysis.tables import (
     Table,
     level_sort_key,
 )
-from dasd.decoding.rules.common import CATEGORY_NAMES
+from dasd.stats import CATEGORY_NAMES
 
 
 @dataclass(frozen=True)

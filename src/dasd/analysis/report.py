@@ -30,6 +30,7 @@ from dasd.analysis.data import (
     token_texts,
 )
 from dasd.analysis.report_html import render_report
+from dasd.analysis.tables import Section
 from dasd.analysis.tokens import hover, p_base_band, token_records
 from dasd.errors import DasdError
 
@@ -79,18 +80,6 @@ class AnalyzeConfig:
             return Path(self.out)
         path = Path(self.path)
         return path / "analysis" if path.is_dir() else path.with_name(f"{path.stem}.analysis")
-
-
-@dataclass
-class Section:
-    """One analysis in the report: its figure (if drawn), tables and explanation."""
-
-    key: str
-    title: str
-    about: str
-    tables: dict[str, tables.Table]
-    figure: Path | None = None
-    note: str | None = None
 
 
 def write_csv(path: Path, table: tables.Table) -> None:

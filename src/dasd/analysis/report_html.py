@@ -8,13 +8,11 @@ import base64
 import html
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from dasd.analysis.tables import Section
 from dasd.analysis.tokens import foreground, legend
-from dasd.decoding.rules.common import CATEGORY_NAMES
-
-if TYPE_CHECKING:
-    from dasd.analysis.report import Section
+from dasd.stats import CATEGORY_NAMES
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1280px;

@@ -11,16 +11,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dasd.analysis.stats import high_ppl_mask, perplexity, phi
-from dasd.decoding.rules.common import CATEGORY_NAMES
+from dasd.stats import CATEGORY_NAMES, high_ppl_mask, perplexity, phi
 
 Rows = Sequence[dict[str, Any]]
 Runs = Mapping[str, Rows]
 Table = list[dict[str, Any]]
+
+
+@dataclass
+class Section:
+    """One analysis in the report: its figure (if drawn), tables and explanation."""
+
+    key: str
+    title: str
+    about: str
+    tables: dict[str, Table]
+    figure: Path | None = None
+    note: str | None = None
 
 ALL = "all"
 NO_LEVEL = "none"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from dasd.analysis.plots import CATEGORY_COLORS
-from dasd.decoding.rules.common import CATEGORY_NAMES
+from dasd.stats import CATEGORY_NAMES
 
 # Base-probability bands: upper bounds (exclusive; the last includes 1) and colours. The
 # 0.4 boundary is the high-PPL threshold 2.5 (p_base < 0.4 <=> PPL > 2.5).

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dasd.analysis.stats import summarize
 from dasd.config import STAGE, DecodeStageConfig, settings_dict, settings_flags
 from dasd.decoding.draft_verify import check_rule, decode_pairs_draft_verify
 from dasd.decoding.engine import TokenTrace, decode_batches, decode_pairs
@@ -25,9 +24,10 @@ from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
 from dasd.records import append_rows, pending_batches, sidecar
-from dasd.tasks import Example, Task, load_split
-from dasd.tasks.base import AnswerCheck
-from dasd.tasks.prompts import render_prompts
+from dasd.stats import summarize
+from dasd.tasks import Example, load_split
+from dasd.tasks.base import AnswerCheck, decode_and_check
+from dasd.tasks.prompts import encode, render_prompts
 
 log = logging.getLogger(__name__)
 ENGINES = ("step", "draft-verify")
@@ -86,19 +86,6 @@ class GenerateConfig(DecodeStageConfig):
         if self.engine == "step":
             return decode_pairs
         return functools.partial(decode_pairs_draft_verify, chunk_size=self.chunk_size)
-
-
-def encode(tokenizer, text: str) -> list[int]:
-    """Chat-formatted prompts already hold their special tokens; plain ones need BOS."""
-    return tokenizer(text, add_special_tokens=tokenizer.chat_template is None)["input_ids"]
-
-
-def decode_and_check(task: Task, tokenizer, token_ids: list[list[int]],
-                     examples: list[Example]) -> tuple[list[str], list[AnswerCheck]]:
-    """The response text of each token-id list and the task's verdict on it (`check_many`:
-    code tasks check several at once)."""
-    responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
-    return responses, task.check_many(list(zip(responses, examples, strict=True)))
 
 
 def _rounded(values: list[float]) -> list[float]:

@@ -32,12 +32,12 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dasd.config import fingerprint as settings_fingerprint
 from dasd.config import write_resolved_config
+from dasd.distributed import ShardPlan
 from dasd.errors import DasdError
 from dasd.records import (
     check_resumable,
@@ -53,52 +53,10 @@ TIMEOUT_ENV = "DASD_SHARD_TIMEOUT"
 POLL_SECONDS = 0.5
 
 
-@dataclass(frozen=True)
-class ShardPlan:
-    """This process's place among the generation processes."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> ShardPlan:
-        """Read RANK / WORLD_SIZE / LOCAL_RANK, as torchrun and accelerate launch set them."""
-        env = os.environ if env is None else env
-        try:
-            world = int(env.get("WORLD_SIZE", "1"))
-            rank = int(env.get("RANK", "0"))
-            local = int(env.get("LOCAL_RANK", str(rank)))
-        except ValueError as err:
-            raise DasdError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({err}); launch with "
-                            "torchrun or accelerate launch, or unset them") from err
-        if world < 1 or not 0 <= rank < world:
-            raise DasdError(f"RANK={rank} must be in [0, WORLD_SIZE={world}); fix the launcher "
-                            "environment")
-        return cls(rank, world, local)
-
-    @property
-    def sharded(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def device(self, device: str) -> str:
-        """`auto` on a multi-GPU launch means this process's own GPU, cuda:<LOCAL_RANK>."""
-        import torch
-
-        if device == "auto" and self.sharded and torch.cuda.is_available():
-            return f"cuda:{self.local_rank % torch.cuda.device_count()}"
-        return device
-
-    def share(self, examples: Sequence[Any]) -> list[Any]:
-        return list(examples[self.rank::self.world_size])
-
-    def part(self, out: Path, rank: int | None = None) -> Path:
-        rank = self.rank if rank is None else rank
-        return shard_dir(out) / f"shard-{rank:05d}-of-{self.world_size:05d}.part"
+def part_path(plan: ShardPlan, out: Path, rank: int | None = None) -> Path:
+    """This rank's part file (or `rank`'s) of output `out`."""
+    rank = plan.rank if rank is None else rank
+    return shard_dir(out) / f"shard-{rank:05d}-of-{plan.world_size:05d}.part"
 
 
 def shard_dir(out: str | Path) -> Path:
@@ -128,7 +86,7 @@ def prepare(plan: ShardPlan, config: Any, out: Path,
             done |= _done_in(config, _parts(out))
         return out, list(examples), done
     _join_process_group()
-    part = plan.part(out)
+    part = part_path(plan, out)
     marker(part).unlink(missing_ok=True)
     if config.overwrite and plan.is_main:
         for stale in _parts(out, exclude_world=plan.world_size):
@@ -181,7 +139,7 @@ def finish(plan: ShardPlan, config: Any, out: Path,
     if not plan.sharded:
         merge_shards(config, out, examples)  # leftovers of a sharded run, if any
         return finished_rows(out, examples), out
-    part = plan.part(out)
+    part = part_path(plan, out)
     mine = plan.share(examples)
     rows = finished_rows(part, mine)  # read now: rank 0 removes the part after the merge
     write_atomic(marker(part), fingerprint(config, [e.id for e in mine]))
@@ -207,10 +165,10 @@ def wait_for_shards(plan: ShardPlan, config: Any, out: Path, examples: Sequence[
         examples)]) for r in range(plan.world_size) if r < len(examples)}
     last_progress, seen = time.monotonic(), None
     while True:
-        missing = [r for r, fp in expected.items() if _marker_text(plan.part(out, r)) != fp]
+        missing = [r for r, fp in expected.items() if _marker_text(part_path(plan, out, r)) != fp]
         if not missing:
             return
-        state = (tuple(missing), sum(_size(plan.part(out, r)) for r in missing))
+        state = (tuple(missing), sum(_size(part_path(plan, out, r)) for r in missing))
         if state != seen:
             last_progress, seen = time.monotonic(), state
         elif time.monotonic() - last_progress > timeout:

@@ -27,14 +27,13 @@ import torch
 
 from dasd.config import STAGE, DecodeStageConfig
 from dasd.decoding.cache import generation_cache
-from dasd.decoding.generate import decode_and_check, encode
 from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
 from dasd.records import append_rows, finished_rows, open_output, pending_batches, sidecar
 from dasd.tasks import Example, Task, load_split
-from dasd.tasks.base import AnswerCheck
-from dasd.tasks.prompts import render_prompts
+from dasd.tasks.base import AnswerCheck, decode_and_check
+from dasd.tasks.prompts import encode, render_prompts
 
 log = logging.getLogger(__name__)
 

@@ -76,3 +76,11 @@ class Task(ABC):
             return [self.check(response, example) for response, example in pairs]
         with ThreadPoolExecutor(min(self.check_workers, len(pairs))) as pool:
             return list(pool.map(lambda pair: self.check(*pair), pairs))
+
+
+def decode_and_check(task: Task, tokenizer, token_ids: list[list[int]],
+                     examples: list[Example]) -> tuple[list[str], list[AnswerCheck]]:
+    """The response text of each token-id list and the task's verdict on it (`check_many`:
+    code tasks check several at once)."""
+    responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
+    return responses, task.check_many(list(zip(responses, examples, strict=True)))

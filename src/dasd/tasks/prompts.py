@@ -128,3 +128,8 @@ def _render(tokenizer: Any, system: str | None, user: str,
     messages.append({"role": "user", "content": user})
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                          **(chat_template_kwargs or {}))
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Chat-formatted prompts already hold their special tokens; plain ones need BOS."""
+    return tokenizer(text, add_special_tokens=tokenizer.chat_template is None)["input_ids"]

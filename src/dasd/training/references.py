@@ -13,11 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dasd.decoding.generate import encode
 from dasd.errors import DasdError
 from dasd.records import append_rows, sidecar
 from dasd.tasks import Example, load_split
-from dasd.tasks.prompts import render_prompts
+from dasd.tasks.prompts import encode, render_prompts
 
 METHOD = "reference"
 

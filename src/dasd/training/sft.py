@@ -35,7 +35,7 @@ from dasd.config import (
     settings_flags,
     write_resolved_config,
 )
-from dasd.decoding.sharding import ShardPlan
+from dasd.distributed import ShardPlan
 from dasd.errors import DasdError
 from dasd.models import load_model, pick_device
 from dasd.training.data import RowStats, build_dataset, check_rows_left

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-# Token categories of the paper (Section 3). Stored as small ints in the JSONL rows.
-CONSISTENT, RESERVED, BASE_SELECTED, HARD = 0, 1, 2, 3
-CATEGORY_NAMES = ("consistent", "reserved", "base-selected", "hard")
+from dasd.stats import BASE_SELECTED, CATEGORY_NAMES, CONSISTENT, HARD, RESERVED
+
+__all__ = ["BASE_SELECTED", "CATEGORY_NAMES", "CONSISTENT", "HARD", "RESERVED", "Selection",
+           "label_steps", "ranked_top_k"]
 
 
 @dataclass

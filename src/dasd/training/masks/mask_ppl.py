@@ -47,7 +47,7 @@ def ppl_mask(logprobs: Sequence[float] | torch.Tensor,
     """1 (train) where the token's perplexity exp(-log p) is <= threshold, 0 (drop) above.
 
     The comparison is done in log space, -log p > log(threshold), as in
-    `dasd.analysis.stats.high_ppl_mask`, so a token at exactly the threshold (p = 0.4 for
+    `dasd.stats.high_ppl_mask`, so a token at exactly the threshold (p = 0.4 for
     2.5) is kept and never flips on the rounding of exp. A NaN log-probability is dropped.
     """
     if not threshold > 1:

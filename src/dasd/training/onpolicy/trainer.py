@@ -28,11 +28,10 @@ from typing import Any
 import torch
 
 from dasd.config import write_resolved_config
-from dasd.decoding.generate import encode
 from dasd.errors import DasdError
 from dasd.models import load_model, pick_device
 from dasd.tasks import load_split
-from dasd.tasks.prompts import render_prompts
+from dasd.tasks.prompts import encode, render_prompts
 from dasd.training.losses import opsd_loss, token_entropy
 from dasd.training.onpolicy import get_method
 from dasd.training.onpolicy.config import OnPolicyConfig

@@ -1,4 +1,6 @@
-"""Summary numbers of a generated file: kept samples, token categories, high-PPL ratio.
+"""Summary numbers of generated rows: kept samples, token categories, high-PPL ratio.
+
+Shared by generation (each output's summary) and the analyses, so it lives below both.
 
 A token is high-PPL when its perplexity under the base context, exp(-log p_base), exceeds
 the threshold (paper: 2.5, i.e. p_base < 0.4).
@@ -10,7 +12,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from dasd.decoding.rules.common import CATEGORY_NAMES
+# Token categories of the paper (Section 3). Stored as small ints in the JSONL rows.
+CONSISTENT, RESERVED, BASE_SELECTED, HARD = 0, 1, 2, 3
+CATEGORY_NAMES = ("consistent", "reserved", "base-selected", "hard")
 
 
 def high_ppl_mask(p_base: Sequence[float], threshold: float = 2.5) -> list[bool]:
