@@ -259,3 +259,42 @@ def test_a_new_pass_k_rescores_without_decoding_again(tmp_path, model_dir):
     assert again["methods"]["dasd"]["train"]["reused"]
     assert again["methods"]["dasd"]["eval"]["new_tokens"] == 0  # resumed: nothing decoded
     assert (tmp_path / "run" / "eval" / "dasd.jsonl").read_text() == rows
+
+
+def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path, model_dir,
+                                                                   monkeypatch):
+    import dasd.training.sft as sft
+    from tests.test_training import StopAt
+
+    real_build = sft.build_trainer
+
+    def build_and_kill(*args, **kwargs):
+        trainer = real_build(*args, **kwargs)
+        trainer.add_callback(StopAt(3).callback)
+        return trainer
+
+    methods = [{"name": "sd"}]
+    train = {"max_steps": 4, "save_steps": 2}
+    monkeypatch.setattr(sft, "build_trainer", build_and_kill)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(tmp_path, model_dir, methods=methods, train=train)
+    out = tmp_path / "run" / "train" / "sd"
+    assert (out / "checkpoint-2").is_dir() and not (out / "adapter_model.safetensors").exists()
+    steps_run = []
+
+    def build_and_count(*args, **kwargs):
+        from transformers import TrainerCallback
+
+        class Count(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                steps_run.append(state.global_step)
+
+        trainer = real_build(*args, **kwargs)
+        trainer.add_callback(Count())
+        return trainer
+
+    monkeypatch.setattr(sft, "build_trainer", build_and_count)
+    report = tiny_run(tmp_path, model_dir, methods=methods, train=train)
+    assert report["methods"]["sd"]["generate"]["reused"]
+    assert report["methods"]["sd"]["train"]["steps"] == 4
+    assert steps_run == [3, 4]  # resumed after the checkpoint of step 2, not from scratch

@@ -230,11 +230,11 @@ def _config_cls(module: str, name: str) -> Callable[[], tuple[type, ...]]:
 
 
 COMMANDS: dict[str, tuple[str, Callable[[], type], Callable[[argparse.Namespace], None]]] = {
-    "generate": ("decode a task split with dasd, sd, base or hint; write JSONL + summary",
+    "generate": ("decode a task split with a decoding method; write JSONL + summary",
                  _config_cls("dasd.decoding.generate", "GenerateConfig"), _cmd_generate),
-    "train": ("LoRA training with TRL: SFT on the correct rows of generated JSONL files "
-              "(--method sft|mask-ppl|profit), or on-policy self-distillation (--method "
-              "opsd|pw-opsd|da-opsd); every TRL argument under TRL's name",
+    "train": ("LoRA training with TRL: SFT methods on the correct rows of generated JSONL "
+              "files, or on-policy self-distillation on the model's own rollouts (--method); "
+              "every TRL argument under TRL's name",
               _train_classes, _cmd_train),
     "eval": ("accuracy (greedy, or Avg@k / pass@k sampled) of a model (+ LoRA adapter)",
              _config_cls("dasd.evaluation.evaluate", "EvalConfig"), _cmd_eval),

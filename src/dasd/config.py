@@ -195,13 +195,25 @@ def _extra_leaves(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
     return leaves
 
 
+def field_help(f: dataclasses.Field) -> str:
+    """A field's help; a callable help is derived when asked (e.g. from a registry)."""
+    text = f.metadata.get("help", "")
+    return text() if callable(text) else text
+
+
+def task_help() -> str:
+    from dasd.tasks import TASKS
+
+    return f"task name: {', '.join(TASKS)}"
+
+
 def config_keys(cls: type) -> dict[str, tuple[str, Any]]:
     """{dotted key: (help, type)} of every value `cls` takes: its fields, nested sections'
     fields, and the extra keys (a method's settings, TRL's training arguments)."""
     keys = {}
     for key, f, tp in _leaf_fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else None
-        keys[key] = (f"{f.metadata.get('help', '')} (default: {default})", tp)
+        keys[key] = (f"{field_help(f)} (default: {default})", tp)
     for key, help_text, tp in _extra_leaves(cls):
         keys.setdefault(key, (help_text, tp))
     return keys
@@ -318,7 +330,7 @@ def settings_flags(registry: dict[str, type]) -> dict[str, tuple[str, Any]]:
         for f in settings_fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
             helps.setdefault(f.name, []).append(
-                f"{method}: {f.metadata.get('help', '')} (default: {default})")
+                f"{method}: {field_help(f)} (default: {default})")
             types_.setdefault(f.name, hints[f.name])
     return {name: ("; ".join(texts), types_[name]) for name, texts in helps.items()}
 
@@ -384,7 +396,7 @@ class ProblemConfig:
     device: str = field(default="auto", metadata={
         "help": "auto, cpu, cuda, cuda:1, mps", "effect": "none"})
     task: str = field(default="arith", metadata={
-        "help": "task name: arith, gsm8k, math, mbpp, arc_challenge"})
+        "help": task_help})
     split: str = field(default="train", metadata={"help": "data split"})
     data: str | None = field(default=None, metadata={
         "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})

@@ -27,6 +27,7 @@ from dasd.config import (
     fingerprint,
     settings_dict,
     settings_flags,
+    task_help,
     write_resolved_config,
 )
 from dasd.decoding.generate import GenerateConfig, generate
@@ -172,7 +173,7 @@ class RunConfig:
     model: str = field(default="smollm2-135m", metadata={
         "help": "hub id, local model directory, .gguf file, or 'smollm2-135m'"})
     task: str = field(default="arith", metadata={
-        "help": "task name: arith, gsm8k, math, mbpp, arc_challenge"})
+        "help": task_help})
     seed: int = field(default=0, metadata={"help": "seed of data, LoRA init and shuffling"})
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16, float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
@@ -188,8 +189,8 @@ class RunConfig:
     train: TrainSection = field(default_factory=TrainSection, metadata={
         "help": "training settings (model, data and out are set per method)"})
     onpolicy: OnPolicySection = field(default_factory=OnPolicySection, metadata={
-        "help": "settings of the on-policy methods (opsd, pw-opsd, da-opsd); their problems "
-                "are the generate section's (split, data, limit, levels, prompts)"})
+        "help": "settings of the on-policy methods; their problems are the generate "
+                "section's (split, data, limit, levels, prompts)"})
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(limit=100), metadata={
         "help": "evaluation settings (model, adapter, task and out are set per method)"})
 
