@@ -91,7 +91,7 @@ def test_step_engine_tokens_do_not_depend_on_the_room(monkeypatch):
     rule = build_rule("dasd")
     roomy = decode_pairs(model, refs, bases, rule, [1], 30, pad_id=0)
     monkeypatch.setattr("dasd.decoding.engine.growing_cache",
-                        lambda m, room: growing_cache(m, room=1))
+                        lambda m, room, **kwargs: growing_cache(m, room=1, **kwargs))
     cramped = decode_pairs(model, refs, bases, rule, [1], 30, pad_id=0)
     assert [t.token_ids for t in roomy] == [t.token_ids for t in cramped]
     assert [t.p_base for t in roomy] == [t.p_base for t in cramped]
@@ -108,3 +108,60 @@ def test_generate_gives_the_same_answers_with_the_in_place_cache(tokenizer, tiny
                             **settings)
     assert ours == theirs
     assert generation_cache(tiny_model) is not None
+
+
+def test_row_operations_follow_a_plain_tensor():
+    """The continuous-batching operations against the same edits on plain tensors."""
+    g = torch.Generator().manual_seed(6)
+    layer = GrowingLayer(room=2)
+    k, v = states(g, 4, 3)
+    layer.reserve(4, 3, k, v)
+    keys, values = torch.zeros_like(k), torch.zeros_like(v)
+
+    def check():
+        assert layer.get_seq_length() == keys.shape[-2]
+        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+
+    check()
+    k, v = states(g, 2, 2)  # two rows get their last two columns
+    layer.write_rows(torch.tensor([1, 3]), k, v)
+    keys[[1, 3], :, 1:], values[[1, 3], :, 1:] = k, v
+    check()
+    for columns in (1, 2, 1):  # appends (one grows the buffer), then a trim on the left
+        k, v = states(g, 4, columns)
+        layer.update(k, v)
+        keys, values = torch.cat([keys, k], -2), torch.cat([values, v], -2)
+        check()
+    layer.trim(3)
+    keys, values = keys[..., 3:, :], values[..., 3:, :]
+    check()
+    for extra in (2, 9):  # into the trimmed room, then past it (a new buffer)
+        layer.widen(extra)
+        pad = torch.zeros(4, 2, extra, 4)
+        keys, values = torch.cat([pad, keys], -2), torch.cat([pad, values], -2)
+        check()
+    layer.move_rows(torch.tensor([3, 2]), torch.tensor([0, 1]))
+    keys[[0, 1]], values[[0, 1]] = keys[[3, 2]], values[[3, 2]]
+    layer.keep_rows(2)
+    keys, values = keys[:2], values[:2]
+    check()
+    layer.batch_select_indices(torch.tensor([1]))
+    keys, values = keys[[1]], values[[1]]
+    check()
+    with pytest.raises(ValueError, match="widen the cache first"):
+        layer.write_rows(torch.tensor([0]), *states(g, 1, keys.shape[-2] + 1))
+
+
+def test_refill_compaction_and_trim_copy_no_buffer():
+    g = torch.Generator().manual_seed(7)
+    layer = GrowingLayer(room=8)
+    layer.reserve(6, 4, *states(g, 6, 4))
+    layer.update(*states(g, 6, 1))
+    buffer = layer._key_buffer.data_ptr()
+    layer.write_rows(torch.tensor([2, 3]), *states(g, 2, 5))
+    layer.trim(2)
+    layer.widen(1)
+    layer.move_rows(torch.tensor([4, 5]), torch.tensor([0, 1]))
+    layer.keep_rows(4)
+    layer.update(*states(g, 4, 1))
+    assert layer._key_buffer.data_ptr() == buffer
