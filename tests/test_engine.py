@@ -18,7 +18,7 @@ def random_prompts(seed: int, n: int, low: int, high: int) -> list[list[int]]:
 
 
 RULES = [("dasd", {}), ("dasd", {"fallback": "base"}), ("dasd", {"top_k": 2, "tau": 0.4}),
-         ("sd", {}), ("base", {})]
+         ("dasd", {"guard": 0.6}), ("sd", {}), ("base", {})]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -95,3 +95,20 @@ def test_rank_in_breaks_exact_ties_toward_the_lower_id():
                             for r in range(2)])
     assert rank_in(logprobs, tokens).tolist() == expected.tolist() == [[2, 1, 5, 3],
                                                                        [1, 5, 3, 2]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_guard_zero_decodes_sds_tokens_and_guard_one_the_papers(seed, one_thread):
+    from tests.test_draft_verify import case  # models on which DASD departs from sd
+
+    model, refs, bases, eos_ids, max_new = case(seed)
+
+    def decode(method, **settings):
+        rule = build_rule(method, **settings)
+        return [(t.token_ids, t.categories)
+                for t in decode_pairs(model, refs, bases, rule, eos_ids, max_new, PAD)]
+
+    sd, paper = decode("sd"), decode("dasd")
+    assert [t for t, _ in decode("dasd", guard=0.0)] == [t for t, _ in sd]
+    assert decode("dasd", guard=1.0) == paper
+    assert [t for t, _ in paper] != [t for t, _ in sd]
