@@ -5,7 +5,7 @@ DASD := $(VENV)/bin/dasd
 
 .PHONY: setup demo test lint clean
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml constraints.txt scripts/setup.sh
 	./scripts/setup.sh $(VENV)
 	touch $(STAMP)
 

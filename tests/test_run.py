@@ -22,6 +22,10 @@ def model_dir(tmp_path, tiny_model, tokenizer):
 
 
 def tiny_run(tmp_path, model_dir, **overrides):
+    return run(tiny_config(tmp_path, model_dir, **overrides))
+
+
+def tiny_config(tmp_path, model_dir, **overrides):
     values = {
         "name": "t", "out_dir": str(tmp_path / "run"), "model": model_dir,
         "methods": [{"name": "sd"}, {"name": "dasd", "tau": 0.3}],
@@ -32,7 +36,7 @@ def tiny_run(tmp_path, model_dir, **overrides):
     }
     for key, value in overrides.items():
         values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
-    return run(build_config(RunConfig, values))
+    return build_config(RunConfig, values)
 
 
 def reused(report):
@@ -69,6 +73,22 @@ def test_a_changed_setting_reruns_its_stage_and_those_after_it(tmp_path, model_d
     assert reused(report) == {"origin.eval": True, "sd.generate": True, "sd.train": True,
                               "sd.eval": True, "dasd.generate": False, "dasd.train": False,
                               "dasd.eval": False}
+
+
+def test_the_plan_of_a_finished_run_reuses_it_and_a_new_seed_draws_again(tmp_path, model_dir):
+    from dasd.plan import make_plan
+
+    tiny_run(tmp_path, model_dir, methods=[{"name": "sd"}])
+    recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["problems"]
+    assert len(recorded["train"][0]["ids"]) == 4 and recorded["train"][0]["methods"] == ["sd"]
+    assert recorded["test"]["n"] == 3
+    before = sorted((tmp_path / "run").rglob("*"))
+    plan = make_plan("run", tiny_config(tmp_path, model_dir, methods=[{"name": "sd"}]))
+    assert {s["status"] for s in plan["stages"]} == {"reuse"}
+    assert plan["token_budget"]["new_tokens_max_to_run"] == 0
+    plan = make_plan("run", tiny_config(tmp_path, model_dir, seed=1, methods=[{"name": "sd"}]))
+    assert [s["status"] for s in plan["stages"]] == ["run"] * 4  # other problems, other LoRA
+    assert sorted((tmp_path / "run").rglob("*")) == before  # a plan writes nothing
 
 
 def test_cli_run_takes_a_config_file_and_overrides(tmp_path, model_dir, capsys):
@@ -244,7 +264,7 @@ def test_results_table_has_level_columns_only_for_tasks_with_levels():
         return {"methods": {"origin": {"eval": evaluated}}}
 
     header, rows = results_rows(report({"none": {"accuracy": 0.5}}))
-    assert header[:3] == ["method", "accuracy (n)", "kept/total"] and rows[0][1] == "0.500 (2)"
+    assert header[:3] == ["method", "accuracy (n)", "correct/total"] and rows[0][1] == "0.500 (2)"
     header, rows = results_rows(report({"2": {"accuracy": 1.0}, "1": {"accuracy": 0.0}}))
     assert header[2:4] == ["L1", "L2"] and rows[0][2:4] == ["0.00", "1.00"]
 

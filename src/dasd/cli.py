@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
@@ -15,7 +16,6 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from dasd import __version__
 from dasd.config import (
     add_config_arguments,
     config_from_args,
@@ -25,6 +25,7 @@ from dasd.config import (
 )
 from dasd.errors import DasdError
 from dasd.progress import console
+from dasd.versions import version_text
 
 # Summaries and tables go to stdout (wide enough for the results table when piped);
 # progress and logs to stderr.
@@ -75,12 +76,18 @@ def print_eval_summary(summary: dict[str, Any]) -> None:
         table.add_column(f"pass@{summary['pass_k']}", justify="right")
     table.add_column("problems", justify="right")
 
-    def cells(stats: dict[str, Any]) -> list[str]:
+    others = summary.get("other_checks", {})  # e.g. MATH scored by math-verify alone
+    for name in others:
+        table.add_column(name.replace("_", "-"), justify="right")
+
+    def cells(stats: dict[str, Any], level: str | None = None) -> list[str]:
         extra = [f"{stats['pass@k']:.3f}"] if sampled else []
+        extra += [f"{(o['per_level'][level] if level else o['accuracy']):.3f}"
+                  for o in others.values()]
         return [f"{stats['accuracy']:.3f}", *extra, str(stats["n"])]
 
     for level, stats in summary["per_level"].items():
-        table.add_row(level, *cells(stats))
+        table.add_row(level, *cells(stats, level))
     table.add_row("all", *cells(summary), style="bold")
     results.print(table)
 
@@ -146,7 +153,8 @@ def _train_config_cls(method: str) -> type:
                     f"{did_you_mean(method, choices)}")
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
+def _train_config(args: argparse.Namespace) -> Any:
+    """The config of `dasd train`: SFT's or the on-policy methods', by `--method`."""
     method = _train_method(args)
     cls = _train_config_cls(method)
     given = {key for key in vars(args) if key in _train_flag_keys()}
@@ -155,8 +163,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
         flags = ", ".join("--" + key.replace("_", "-") for key in unused)
         raise DasdError(f"{flags}: not a setting of `dasd train --method {method}` (they "
                         "belong to the other kind of training: rows or rollouts)")
-    config = config_from_args(cls, args)
-    if cls.__name__ == "TrainConfig":
+    return config_from_args(cls, args)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    config = _train_config(args)
+    if type(config).__name__ == "TrainConfig":
         from dasd.training import train
 
         print_train_summary(train(config))
@@ -251,6 +263,41 @@ POSITIONAL = {"run": ("CONFIG.yaml", "config"), "analyze": ("PATH", "path"),
               "show": ("PATH", "path")}
 
 
+class _Version(argparse.Action):
+    """`dasd --version`: dasd's version and its libraries', one per line."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="dasd's version and those of "
+                         "torch, transformers, trl, peft, datasets, accelerate, vllm, math-verify")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        sys.stdout.write(version_text() + "\n")
+        parser.exit()
+
+
+PLANNED = ("generate", "train", "eval", "run")
+PLAN_HELP = ("print what would run, without loading a model or writing anything: the "
+             "problems (by level and subject), each stage to run, resume or reuse, token "
+             "budgets, settings that differ from the paper's, and warnings")
+
+
+def _cmd_plan(args: argparse.Namespace) -> None:
+    from dasd.plan import make_plan, render_plan
+
+    plan = make_plan(args.command, _plan_config(args))
+    if args.json:
+        sys.stdout.write(json.dumps(plan, indent=2) + "\n")
+    else:
+        render_plan(plan, results)
+
+
+def _plan_config(args: argparse.Namespace) -> Any:
+    if args.command == "train":
+        return _train_config(args)
+    config_cls = COMMANDS[args.command][1]()[0]
+    return config_from_args(config_cls, args)
+
+
 def make_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The `dasd` parser; only the command named in `argv` gets its config flags (building
     them imports that stage, e.g. TRL for `train`)."""
@@ -258,7 +305,7 @@ def make_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     chosen = next((arg for arg in argv if arg in COMMANDS), None)
     parser = argparse.ArgumentParser(prog="dasd", description="Distribution-aligned "
                                      "self-distillation: generate, train, evaluate, analyze.")
-    parser.add_argument("--version", action="version", version=f"dasd {__version__}")
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, config_classes, handler) in COMMANDS.items():
@@ -268,6 +315,10 @@ def make_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             command.add_argument("positional", metavar=metavar, nargs="?",
                                  help=f"same as --{dest}")
             command.set_defaults(positional_dest=dest)
+        if name in PLANNED:
+            command.add_argument("--plan", action="store_true", help=PLAN_HELP)
+            command.add_argument("--json", action="store_true",
+                                 help="with --plan: the plan as one JSON document")
         if name == chosen:
             add_config_arguments(command, *config_classes())
         command.set_defaults(handler=handler)
@@ -282,8 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(message)s", handlers=[RichHandler(console=console,
                                                                      show_path=False)])
     _quiet_libraries()
+    handler = _cmd_plan if getattr(args, "plan", False) else args.handler
     try:
-        args.handler(args)
+        if getattr(args, "json", False) and not args.plan:
+            raise DasdError("--json goes with --plan (dasd run CONFIG --plan --json)")
+        handler(args)
     except DasdError as err:
         console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         return 2

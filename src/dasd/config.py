@@ -282,8 +282,11 @@ def git_revision() -> str | None:
 
 
 def resolved_config(config: Any) -> dict[str, Any]:
-    """The config as run, with the dasd version and git revision for provenance."""
-    return {"dasd_version": __version__, "git_revision": git_revision(), **config_to_dict(config)}
+    """The config as run, with the dasd version, git revision and library versions."""
+    from dasd.versions import library_versions
+
+    return {"dasd_version": __version__, "git_revision": git_revision(),
+            "versions": library_versions(), **config_to_dict(config)}
 
 
 def write_resolved_config(config: Any, path: str | Path) -> None:
@@ -401,11 +404,17 @@ class ProblemConfig:
     data: str | None = field(default=None, metadata={
         "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
     limit: int | None = field(default=None, metadata={
-        "help": "use the first N examples", "effect": STAGE})
+        "help": "use N examples of the split (default: all), drawn as `sample` says",
+        "effect": STAGE})
+    sample: Literal["stratified", "first"] = field(default="stratified", metadata={
+        "help": "how a limit draws: stratified (a seeded random sample, stratified by level "
+                "and subject in proportion to the split) or first (the first N in file order)",
+        "effect": STAGE})
     levels: list[int] | None = field(default=None, metadata={
         "help": "only examples at these difficulty levels, e.g. 1 or 4,5 (before --limit)"})
     seed: int = field(default=0, metadata={
-        "help": "seed of generated tasks (arith) and of sampling"})
+        "help": "seed of the problems drawn by a limit, of generated tasks (arith) and of "
+                "sampling"})
     prompts: str | None = field(default=None, metadata={
         "help": "YAML file with base/reference (and system) prompt templates"})
     chat_template_kwargs: dict = field(default_factory=dict, metadata={

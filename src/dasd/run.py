@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dasd.config import (
     ROWS,
     STAGE,
@@ -45,7 +47,8 @@ log = logging.getLogger(__name__)
 
 ORIGIN = "origin"
 # On-policy methods train on the generate section's problems (the same ones).
-PROBLEM_KEYS = ("split", "data", "limit", "levels", "prompts", "chat_template_kwargs")
+PROBLEM_KEYS = ("split", "data", "limit", "sample", "levels", "prompts",
+                "chat_template_kwargs")
 
 
 @dataclass
@@ -191,8 +194,9 @@ class RunConfig:
     onpolicy: OnPolicySection = field(default_factory=OnPolicySection, metadata={
         "help": "settings of the on-policy methods; their problems are the generate "
                 "section's (split, data, limit, levels, prompts)"})
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(limit=100), metadata={
-        "help": "evaluation settings (model, adapter, task and out are set per method)"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={
+        "help": "evaluation settings (model, adapter, task and out are set per method); "
+                "the whole test split unless limit is set"})
 
     def __post_init__(self) -> None:
         if self.out_dir is None:
@@ -257,6 +261,52 @@ class RunConfig:
             device=self.device, adapter=adapter,
             out=str(Path(self.out_dir) / "eval" / f"{name}.jsonl"))
 
+    def problem_configs(self) -> dict[str, Any]:
+        """The configs that select problems: "test" (every evaluation), then each method
+        that reads a training split itself (its data stage, or its on-policy training)."""
+        evaluates = not getattr(self, "generate_only", False)  # (a run may only generate)
+        configs: dict[str, Any] = {TEST: self.eval_config(ORIGIN, None)} if evaluates else {}
+        for spec in self.methods:
+            if spec.onpolicy:
+                configs[spec.name] = self.onpolicy_config(spec)
+            elif spec.data_from is None:
+                configs[spec.name] = self.data_config(spec)
+        return configs
+
+
+TEST = "test"
+# The settings that decide which problems a stage reads.
+SELECTION_KEYS = ("task", "split", "data", "limit", "sample", "levels", "seed")
+
+
+def select_problems(config: RunConfig) -> dict[str, Any]:
+    """`dasd.tasks.Selection` of every entry of `problem_configs`; methods that read the
+    same problems share one (the split is read once)."""
+    from dasd.tasks import select_split
+
+    seen: dict[str, Any] = {}
+    selections = {}
+    for name, stage_config in config.problem_configs().items():
+        key = json.dumps([getattr(stage_config, k) for k in SELECTION_KEYS], default=str)
+        if key not in seen:
+            seen[key] = select_split(stage_config, evaluation=name == TEST)
+        selections[name] = seen[key]
+    return selections
+
+
+def problems_record(selections: dict[str, Any], ids: bool = False) -> dict[str, Any]:
+    """What each stage reads, for config.yaml (`ids`: every problem's id) and results.json:
+    the test problems, and the training problems with the methods that share them."""
+    train: dict[str, dict[str, Any]] = {}
+    for name, selection in selections.items():
+        if name == TEST:
+            continue
+        record = selection.record(ids)
+        entry = train.setdefault(record["ids_sha256"], {"methods": [], **record})
+        entry["methods"].append(name)
+    test = selections[TEST].record(ids) if TEST in selections else None
+    return {"test": test, "train": list(train.values())}
+
 
 def _replace(config: Any, where: str, **changes: Any) -> Any:
     """`dataclasses.replace` with TRL arguments and flat keys routed like a YAML mapping,
@@ -289,15 +339,35 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _stage_keys(config: Any, inputs: list[str]) -> tuple[str, str]:
+    """(fingerprint of the stage, fingerprint of its rows) with these inputs' digests."""
+    digests = {p: _file_digest(Path(p)) for p in inputs}
+    return fingerprint(config, STAGE, digests), fingerprint(config, ROWS, digests)
+
+
+REUSE, RESUME, RUN = "reuse", "resume", "run"
+
+
+def stage_status(marker: Path, config: Any, inputs: list[str]) -> str:
+    """What `run_stage` will do, reading only: REUSE (the marker records these settings
+    and inputs), RESUME (only the set of rows or the summary changed) or RUN (no marker,
+    a missing input, or settings that change the rows)."""
+    if not marker.is_file() or not all(Path(p).exists() for p in inputs):
+        return RUN
+    key, rows_key = _stage_keys(config, inputs)
+    previous = json.loads(marker.read_text())
+    if previous["fingerprint"] == key:
+        return REUSE
+    return RESUME if previous.get("rows") == rows_key else RUN
+
+
 def run_stage(marker: Path, config: Any, inputs: list[str],
               stage: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """Run `stage(config)` unless `marker` says it already ran with these settings/inputs.
 
     A stage whose rows would change starts over; one where only the set of rows or the
     summary changed (a larger limit, pass_k) resumes."""
-    digests = {p: _file_digest(Path(p)) for p in inputs}
-    key = fingerprint(config, STAGE, digests)
-    rows_key = fingerprint(config, ROWS, digests)
+    key, rows_key = _stage_keys(config, inputs)
     previous = json.loads(marker.read_text()) if marker.is_file() else None
     if previous and previous["fingerprint"] == key:
         log.info("reusing %s", marker.parent / marker.stem.removeprefix(".stage-"))
@@ -313,7 +383,7 @@ def run_stage(marker: Path, config: Any, inputs: list[str],
     return summary
 
 
-def _marker(path: str, stage: str) -> Path:
+def stage_marker(path: str, stage: str) -> Path:
     p = Path(path)
     return p.parent / f".stage-{stage}-{p.stem if p.suffix else p.name}.json"
 
@@ -330,17 +400,17 @@ def make_data(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str
     else:
         def stage(c):
             return generate(c, model=model, tokenizer=tokenizer)
-    return run_stage(_marker(gen_config.out, "generate"), gen_config, [], stage)
+    return run_stage(stage_marker(gen_config.out, "generate"), gen_config, [], stage)
 
 
 def evaluate_method(config: RunConfig, spec: MethodSpec, adapter: str) -> dict[str, Any]:
     eval_config = config.eval_config(spec.name, adapter)
-    return run_stage(_marker(eval_config.out, "eval"), eval_config, [adapter], evaluate)
+    return run_stage(stage_marker(eval_config.out, "eval"), eval_config, [adapter], evaluate)
 
 
 def run_onpolicy_method(config: RunConfig, spec: MethodSpec) -> dict[str, Any]:
     train_config = config.onpolicy_config(spec)
-    train_summary = run_stage(_marker(train_config.out, "train"), train_config, [],
+    train_summary = run_stage(stage_marker(train_config.out, "train"), train_config, [],
                               _fresh_or_resumed(train_onpolicy))  # loads its own copy
     return {"train": train_summary, "eval": evaluate_method(config, spec, train_config.out)}
 
@@ -368,7 +438,7 @@ def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[st
             log.warning("%s: no correct samples to train on; skipping train and eval",
                         spec.name)
             return result
-    result["train"] = run_stage(_marker(train_config.out, "train"), train_config, [data],
+    result["train"] = run_stage(stage_marker(train_config.out, "train"), train_config, [data],
                                 _fresh_or_resumed(train))  # loads its own copy
     result["eval"] = evaluate_method(config, spec, train_config.out)
     return result
@@ -379,8 +449,12 @@ def run(config: RunConfig) -> dict[str, Any]:
     from dasd.models import load_model
 
     root = Path(config.out_dir)
+    selections = select_problems(config)  # a missing data file stops here, before the model
     root.mkdir(parents=True, exist_ok=True)
     write_resolved_config(config, root / "config.yaml")
+    with (root / "config.yaml").open("a") as fh:  # the problems drawn, id by id
+        fh.write(yaml.safe_dump({"problems": problems_record(selections, ids=True)},
+                                sort_keys=False))
     log.info("run folder: %s", root)
     start = time.perf_counter()
     model, tokenizer = load_model(config.model, config.dtype, config.device)
@@ -388,12 +462,13 @@ def run(config: RunConfig) -> dict[str, Any]:
     if config.origin:
         eval_config = config.eval_config(ORIGIN, None)
         results[ORIGIN] = {"eval": run_stage(
-            _marker(eval_config.out, "eval"), eval_config, [],
+            stage_marker(eval_config.out, "eval"), eval_config, [],
             lambda c: evaluate(c, model=model, tokenizer=tokenizer))}
     for spec in config.methods:
         results[spec.name] = run_method(config, spec, model, tokenizer)
     report = {"name": config.name, "model": config.model, "task": config.task,
-              "total_seconds": time.perf_counter() - start, "methods": results}
+              "total_seconds": time.perf_counter() - start,
+              "problems": problems_record(selections), "methods": results}
     (root / "results.json").write_text(json.dumps(report, indent=2, default=str))
     (root / "results.md").write_text(results_markdown(report))
     if config.analyze:
@@ -413,11 +488,14 @@ def _levels(report: dict[str, Any]) -> list[str]:
     return sorted(levels, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
 
 
-TABLE_LEGEND = ("Accuracy on the held-out split (number of problems in parentheses), overall "
-                "and per difficulty level (L1..; with eval.samples n > 1 accuracy is Avg@n, "
-                "the mean over n sampled answers, and pass@k is beside it); kept/total: "
-                "correctly answered generated samples used for training; high-PPL %: share "
-                "of those training tokens with base-model perplexity > 2.5; stage wall times "
+TABLE_LEGEND = ("Accuracy on the held-out split (number of problems in parentheses; "
+                "'100 of 500': on a subset of the split, cut by eval.limit or eval.levels), "
+                "overall and per difficulty level (L1..; with eval.samples n > 1 accuracy is "
+                "Avg@n, the mean over n sampled answers, and pass@k is beside it; math-verify: "
+                "the same answers scored by math-verify alone, as other harnesses do); "
+                "correct/total: correctly answered generated samples; trained on: the rows "
+                "training used (all rows with train.only_correct false); high-PPL %: share of "
+                "the correct samples' tokens with base-model perplexity > 2.5; stage wall times "
                 "in seconds.")
 
 
@@ -425,18 +503,24 @@ def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The results table as header + rows of strings (shared by terminal and Markdown)."""
     levels = _levels(report)
     sampled = any("pass@k" in r.get("eval", {}) for r in report["methods"].values())
-    header = (["method", "accuracy (n)"] + ["pass@k"] * sampled + [f"L{lvl}" for lvl in levels]
-              + ["kept/total", "high-PPL %", "gen s", "train s", "eval s", "train tok/s"])
+    checkers = sorted({name for r in report["methods"].values()
+                       for name in r.get("eval", {}).get("other_checks", {})})
+    header = (["method", "accuracy (n)"] + ["pass@k"] * sampled
+              + [name.replace("_", "-") for name in checkers] + [f"L{lvl}" for lvl in levels]
+              + ["correct/total", "trained on", "high-PPL %", "gen s", "train s", "eval s",
+                 "train tok/s"])
     rows = []
     for name, result in report["methods"].items():
         gen, tr, ev = result.get("generate"), result.get("train"), result.get("eval")
-        acc = [f"{ev['accuracy']:.3f} ({ev['n']})"] if ev else ["-"]
+        acc = [f"{ev['accuracy']:.3f} ({_problems(ev)})"] if ev else ["-"]
         if sampled:
             acc.append(f"{ev['pass@k']:.3f}" if ev and "pass@k" in ev else "-")
+        others = (ev or {}).get("other_checks", {})
+        acc += [f"{others[name]['accuracy']:.3f}" if name in others else "-" for name in checkers]
         per_level = [f"{ev['per_level'][lvl]['accuracy']:.2f}"
                      if ev and lvl in ev["per_level"] else "-" for lvl in levels]
         high_ppl = (gen or {}).get("high_ppl_percent_kept")
-        rows.append([name, *acc, *per_level, _data_column(result),
+        rows.append([name, *acc, *per_level, _correct_column(result), _trained_column(result),
                      f"{high_ppl:.2f}" if high_ppl is not None else "-",
                      _seconds(gen), _seconds(tr), _seconds(ev),
                      f"{tr['tokens_per_second']:.1f}" if tr and tr.get("tokens_per_second")
@@ -444,13 +528,30 @@ def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _data_column(result: dict[str, Any]) -> str:
+def _problems(summary: dict[str, Any]) -> str:
+    """"500", or "100 of 500" when the evaluation used a subset of the split."""
+    drawn = summary.get("problems") or {}
+    return f"{summary['n']} of {drawn['of']}" if drawn.get("subset") else str(summary["n"])
+
+
+def _correct_column(result: dict[str, Any]) -> str:
+    """Correctly answered / all generated samples (the rows of another method: its name)."""
     if result.get("data_from"):
         return f"rows of {result['data_from']}"
-    if result.get("train", {}).get("method") in ONPOLICY_METHODS:
-        return "on-policy rollouts"
     gen = result.get("generate")
     return f"{gen['kept']}/{gen['samples']}" if gen else "-"
+
+
+def _trained_column(result: dict[str, Any]) -> str:
+    """The rows training used, whatever the filter (`train.only_correct`) kept."""
+    train = result.get("train")
+    if train and train.get("method") in ONPOLICY_METHODS:
+        return "on-policy rollouts"
+    if train and isinstance(train.get("rows"), dict):
+        rows = train["rows"]
+        replaced = sum((rows.get("replaced_by_reference") or {}).values())
+        return f"{rows['used']}" + (f" ({replaced} references)" if replaced else "")
+    return "0 (skipped)" if result.get("generate") and not train else "-"
 
 
 def _seconds(summary: dict[str, Any] | None) -> str:

@@ -217,15 +217,21 @@ def category_table(runs: Runs, only_correct: bool = True) -> Table:
 # 5. Accuracy by difficulty -----------------------------------------------------------------
 
 def accuracy_table(summaries: Mapping[str, dict[str, Any]]) -> Table:
-    """Held-out accuracy per level of every evaluated model (`eval/<name>.summary.json`)."""
+    """Held-out accuracy per level of every evaluated model (`eval/<name>.summary.json`).
+
+    `of` is the size of the test split and `subset` says whether the evaluation used fewer
+    problems (an eval limit or levels): such a score is not the benchmark's."""
     table = []
     for method, summary in summaries.items():
         levels = sorted(summary["per_level"], key=level_sort_key)
         stats = [(k, summary["per_level"][k]) for k in levels]
         stats.append((ALL, {"n": summary.get("n"), "correct": summary.get("correct"),
                             "accuracy": summary["accuracy"]}))
+        drawn = summary.get("problems") or {}
         for level, s in stats:
             table.append({"method": method, "level": level, "n": s.get("n"),
+                          "of": drawn.get("of") if level == ALL else None,
+                          "subset": bool(drawn.get("subset")),
                           "correct": s.get("correct"), "accuracy": s["accuracy"],
                           "accuracy_percent": 100.0 * s["accuracy"]})
     return table

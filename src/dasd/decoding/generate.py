@@ -25,7 +25,7 @@ from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
 from dasd.records import append_rows, pending_batches, sidecar
 from dasd.stats import summarize
-from dasd.tasks import Example, load_split
+from dasd.tasks import Example, select_split
 from dasd.tasks.base import AnswerCheck, decode_and_check
 from dasd.tasks.prompts import encode, render_prompts
 
@@ -124,7 +124,8 @@ def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, An
     """
     out = Path(config.out)
     rule = config.rule()
-    task, template, examples = load_split(config)
+    selection = select_split(config)
+    task, template, examples = selection.task, selection.template, selection.examples
     plan = ShardPlan.from_env()
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, plan.device(config.device))
@@ -134,6 +135,7 @@ def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, An
     rows, output = finish(plan, config, out, examples)
     summary = summarize(rows, config.high_ppl_threshold)
     summary.update(method=config.method, settings=rule_settings(rule), output=str(output),
+                   problems=selection.record(),
                    new_tokens=tokens, decode_seconds=seconds,
                    tokens_per_second=tokens / seconds if seconds else None)
     if output == out:

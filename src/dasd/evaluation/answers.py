@@ -10,6 +10,11 @@ this order of preference (`how` in `AnswerCheck`):
 4. "last-number": the last number anywhere in the text;
 5. "none": nothing found.
 
+`check_math_verify` is the other way to score MATH, the one other harnesses use
+(lm-evaluation-harness's `minerva_math` `math_verify` metric): math-verify parses both the
+gold answer and the whole response with its own extraction, and dasd's is not used. An
+evaluation reports both, so a score can be set beside published numbers.
+
 A final-answer statement is passed over when a `\\boxed{}` comes after it, or when
 it states nothing answer-like ("the answer is in simplest form", "the answer is
 positive, because ...") while a box exists: MATH solutions say such things after
@@ -212,6 +217,26 @@ def check_math(response: str, gold: str) -> AnswerCheck:
     """Check a LaTeX final answer (MATH) with `math_equal`."""
     extracted, how = extract_answer(response)
     return AnswerCheck(extracted, how, extracted is not None and math_equal(extracted, gold))
+
+
+def check_math_verify(response: str, gold: str) -> AnswerCheck:
+    """Score a MATH response with math-verify alone: `parse(\\boxed{gold})` against
+    `parse(response)` (math-verify's default extraction: the last boxed or `$...$` LaTeX
+    answer, else a plain expression), compared with `verify`. `how` is "math-verify", or
+    "none" when math-verify finds no answer; never raises."""
+    from math_verify import parse, verify  # slow import (sympy), only needed here
+
+    limit = MATH_VERIFY_TIMEOUT if threading.current_thread() is threading.main_thread() else None
+    try:
+        gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=limit)
+        pred_parsed = parse(response, parsing_timeout=limit)
+        if not pred_parsed:
+            return AnswerCheck(None, "none", False)
+        correct = bool(gold_parsed) and bool(verify(gold_parsed, pred_parsed,
+                                                    timeout_seconds=limit))
+    except Exception:  # math-verify and sympy raise many kinds of errors on odd input
+        return AnswerCheck(None, "none", False)
+    return AnswerCheck(str(pred_parsed[-1]), "math-verify", correct)
 
 
 def math_equal(pred: str | None, gold: str) -> bool:

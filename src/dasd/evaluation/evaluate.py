@@ -31,7 +31,7 @@ from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
 from dasd.records import append_rows, finished_rows, open_output, pending_batches, sidecar
-from dasd.tasks import Example, Task, load_split
+from dasd.tasks import Example, Task, select_split
 from dasd.tasks.base import AnswerCheck, decode_and_check
 from dasd.tasks.prompts import encode, render_prompts
 
@@ -198,17 +198,23 @@ def _cut_at_eos(new_ids: list[int], eos_ids: list[int]) -> tuple[list[int], str]
 def score_answers(task: Task, examples: list[Example], answers: list[tuple[list[int], str]],
                   tokenizer) -> list[dict[str, Any]]:
     """Each answer (token ids, finish reason) of the matching example through the task's
-    checker: response text, extracted answer, verdict."""
+    checker: response text, extracted answer, verdict (and other checkers' verdicts:
+    `checks`, e.g. math-verify's for MATH)."""
     responses, checks = decode_and_check(task, tokenizer, [ids for ids, _ in answers], examples)
-    return [score(response, check, ids, reason)
-            for response, check, (ids, reason) in zip(responses, checks, answers, strict=True)]
+    others = [task.other_checks(response, example)
+              for response, example in zip(responses, examples, strict=True)]
+    return [score(response, check, ids, reason, other) for response, check, (ids, reason), other
+            in zip(responses, checks, answers, others, strict=True)]
 
 
-def score(response: str, check: AnswerCheck, token_ids: list[int], finish_reason: str
-          ) -> dict[str, Any]:
-    outcome = {"outcome": check.outcome} if check.outcome is not None else {}
+def score(response: str, check: AnswerCheck, token_ids: list[int], finish_reason: str,
+          others: dict[str, AnswerCheck] | None = None) -> dict[str, Any]:
+    extra = {"outcome": check.outcome} if check.outcome is not None else {}
+    if others:
+        extra["checks"] = {name: {"extracted": other.extracted, "correct": other.correct}
+                           for name, other in others.items()}
     return {"response": response, "extracted_answer": check.extracted,
-            "answer_how": check.how, "correct": check.correct, **outcome,
+            "answer_how": check.how, "correct": check.correct, **extra,
             "finish_reason": finish_reason, "n_tokens": len(token_ids)}
 
 
@@ -221,6 +227,7 @@ def make_row(config: EvalConfig, example: Example, prompt: str, scored: dict[str
         "extracted_answer": scored["extracted_answer"], "answer_how": scored["answer_how"],
         "gold_answer": example.answer, "correct": scored["correct"],
         **({"outcome": scored["outcome"]} if "outcome" in scored else {}),
+        **({"checks": scored["checks"]} if "checks" in scored else {}),
         "finish_reason": scored["finish_reason"], "n_tokens": scored["n_tokens"],
     }
 
@@ -263,7 +270,26 @@ def summarize_eval(rows: list[dict[str, Any]], pass_k: int | None = None) -> dic
         "mean_response_tokens": tokens / n if n else 0.0,
         "length_capped": sum(row["finish_reason"] == "length" for row in rows),
         **_outcomes(rows),
+        **_other_checks(rows, {k: by_level[k] for k in levels}),
     }
+
+
+def _other_checks(rows: list[dict[str, Any]], by_level: dict[str, list[dict[str, Any]]]
+                  ) -> dict[str, Any]:
+    """Accuracy by each other checker (`checks` of the rows: math-verify alone for MATH),
+    overall and per level; Avg@n for sampled rows. Left out unless every answer has it."""
+    answers = [s for row in rows for s in row.get("samples", [row])]
+    names = set.intersection(*(set(s.get("checks", {})) for s in answers)) if answers else set()
+
+    def accuracy(group: list[dict[str, Any]], name: str) -> float:
+        shares = [sum(s["checks"][name]["correct"] for s in row.get("samples", [row]))
+                  / len(row.get("samples", [row])) for row in group]
+        return sum(shares) / len(shares)
+
+    return {"other_checks": {name: {
+        "accuracy": accuracy(rows, name),
+        "per_level": {level: accuracy(group, name) for level, group in by_level.items()}}
+        for name in sorted(names)}} if names else {}
 
 
 def _outcomes(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -283,7 +309,8 @@ def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
     out = Path(config.out)
     if config.adapter is not None:
         check_adapter_dir(config.adapter)
-    task, template, examples = load_split(config)
+    selection = select_split(config, evaluation=True)
+    task, template, examples = selection.task, selection.template, selection.examples
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device)
     if config.adapter is not None:
@@ -293,7 +320,8 @@ def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
                                       out)
     rows = finished_rows(out, examples)
     summary = {"task": config.task, "split": config.split, "model": config.model,
-               "adapter": config.adapter, **_sampling_settings(config),
+               "adapter": config.adapter, "problems": selection.record(),
+               **_sampling_settings(config),
                **summarize_eval(rows, config.k if config.sampling else None),
                "new_tokens": tokens,
                "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else None,

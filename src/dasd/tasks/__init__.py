@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import logging
+from dataclasses import dataclass
+from typing import Any
 
 from dasd.errors import DasdError
 from dasd.tasks.arc import ARCTask
@@ -11,6 +14,9 @@ from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
 from dasd.tasks.gsm8k import GSM8KTask
 from dasd.tasks.math import MathTask
 from dasd.tasks.mbpp import MBPPTask
+from dasd.tasks.sample import counts, draw, ids_digest
+
+log = logging.getLogger(__name__)
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (ArithTask, GSM8KTask, MathTask,
                                                                 ARCTask, MBPPTask)}
@@ -25,25 +31,106 @@ def get_task(name: str) -> Task:
     raise DasdError(f"unknown task '{name}': choose one of {', '.join(TASKS)}{suggestion}")
 
 
-def load_split(config) -> tuple[Task, PromptTemplate, list[Example]]:
-    """The task, prompt template and examples a decoding stage config asks for
-    (`task`, `prompts`, `split`, `data`, `levels`, `limit`, `seed`); an empty selection is
-    an error. With `levels`, the first `limit` examples at those levels are taken from the
-    whole split (for `arith`: from its default pool of 500 problems, 100 per level)."""
+@dataclass(frozen=True)
+class Selection:
+    """The problems a stage config selects, and what they were selected from.
+
+    `pool` is every problem the draw chose from (the split, or its `levels`);
+    `split_size` is the whole split's size (None for a task that generates its problems,
+    whose split has no end). `how` is the config's `sample`, or "generated".
+    """
+
+    task: Task
+    template: PromptTemplate
+    examples: list[Example]
+    pool: list[Example]
+    split_size: int | None
+    asked: int | None
+    how: str
+    source: str
+
+    @property
+    def subset(self) -> bool:
+        """Whether the problems are fewer than the whole split (a limit or levels)."""
+        return self.split_size is not None and len(self.examples) < self.split_size
+
+    @property
+    def short(self) -> bool:
+        """Whether the limit asks for more problems than there are."""
+        return self.asked is not None and self.asked > len(self.examples)
+
+    def record(self, ids: bool = False) -> dict[str, Any]:
+        """What was drawn, for summaries, results.json and config.yaml (`ids`: every id)."""
+        record = {"source": self.source, "n": len(self.examples), "of": self.split_size,
+                  "subset": self.subset, "asked": self.asked, "sample": self.how,
+                  "ids_sha256": ids_digest(self.examples), **counts(self.examples)}
+        if ids:
+            record["ids"] = [e.id for e in self.examples]
+        return record
+
+
+def select_split(config, evaluation: bool = False) -> Selection:
+    """The problems of a decoding stage config (`task`, `prompts`, `split`, `data`,
+    `levels`, `limit`, `seed`, `sample`); an empty selection is an error.
+
+    `levels` filters the split first; `limit` then draws `dasd.tasks.sample.draw` (a seeded
+    sample stratified by level and subject, or `sample: first`). A task that generates its
+    problems from the seed (`arith` without a file) makes `limit` of them instead (with
+    `levels`: from its default pool of 500, 100 per level). Logs a warning when the limit
+    asks for more problems than there are, and, for an evaluation (`evaluation`), when the
+    problems are a subset of the split.
+    """
     from dasd.tasks.prompts import load_prompt_template
 
     task = get_task(config.task)
     template = load_prompt_template(config.prompts) if config.prompts else task.prompts
-    levels = getattr(config, "levels", None)
-    examples = task.load(config.split, path=config.data, seed=config.seed,
-                         limit=None if levels else config.limit)
+    levels = set(config.levels) if getattr(config, "levels", None) else None
+    how = getattr(config, "sample", "stratified")
+    if task.generates(config.data):
+        how = "generated"
+        pool = task.load(config.split, seed=config.seed, limit=None if levels else config.limit)
+        split_size = None
+    else:
+        pool = task.load(config.split, path=config.data, seed=config.seed)
+        split_size = len(pool)
     if levels:
-        examples = [e for e in examples if e.level in set(levels)][: config.limit]
+        pool = [e for e in pool if e.level in levels]
+    examples = (pool[:config.limit] if how == "generated"
+                else draw(pool, config.limit, config.seed, how))
     if not examples:
-        at = f" at levels {levels}" if levels else ""
+        at = f" at levels {sorted(levels)}" if levels else ""
         raise DasdError(f"task '{config.task}' split '{config.split}' has no examples{at}")
-    return task, template, examples
+    source = config.data or ("generated" if how == "generated" else "hub")
+    selection = Selection(task, template, examples, pool, split_size, config.limit, how, source)
+    _warn(selection, config, evaluation)
+    return selection
 
 
-__all__ = ["TASKS", "AnswerCheck", "Example", "PromptTemplate", "Task", "get_task",
-           "load_split"]
+_WARNED: set[str] = set()  # a run selects the same problems for every stage: warn once
+
+
+def _warn(selection: Selection, config, evaluation: bool) -> None:
+    where = f"{config.task}/{config.split}" + (f" ({config.data})" if config.data else "")
+    at = f" at levels {sorted(config.levels)}" if getattr(config, "levels", None) else ""
+    warnings = []
+    if selection.short:
+        warnings.append(f"limit {config.limit} asks for more problems than {where} has{at}: "
+                        f"using all {len(selection.examples)}")
+    if evaluation and selection.subset:
+        warnings.append(f"evaluating on {len(selection.examples)} of the "
+                        f"{selection.split_size} problems of {where}{at}: scores are on a "
+                        "subset, and marked so (unset limit/levels for the whole split)")
+    for warning in warnings:
+        if warning not in _WARNED:
+            _WARNED.add(warning)
+            log.warning("%s", warning)
+
+
+def load_split(config, evaluation: bool = False) -> tuple[Task, PromptTemplate, list[Example]]:
+    """(task, prompt template, examples) of `select_split`."""
+    selection = select_split(config, evaluation)
+    return selection.task, selection.template, selection.examples
+
+
+__all__ = ["TASKS", "AnswerCheck", "Example", "PromptTemplate", "Selection", "Task",
+           "get_task", "load_split", "select_split"]

@@ -325,5 +325,8 @@ class ArithTask(Task):
             return _from_file(path, split, limit)
         return generate(split, DEFAULT_LIMIT if limit is None else limit, seed)
 
+    def generates(self, path: str | None) -> bool:
+        return path is None
+
     def check(self, response: str, example: Example) -> AnswerCheck:
         return answers.check_numeric(response, example.answer)

@@ -63,11 +63,22 @@ class Task(ABC):
     @abstractmethod
     def load(self, split: str, path: str | None = None, limit: int | None = None,
              seed: int = 0) -> list[Example]:
-        """Examples of `split`, read from `path` (JSONL/Parquet) when given, else the hub."""
+        """Examples of `split`, read from `path` (JSONL/Parquet) when given, else the hub;
+        the first `limit` in file order (`dasd.tasks.select_split` draws samples)."""
+
+    def generates(self, path: str | None) -> bool:
+        """Whether `load` makes its problems up from the seed rather than reading a split
+        (then `limit` is how many it makes, already a seeded random draw)."""
+        return False
 
     @abstractmethod
     def check(self, response: str, example: Example) -> AnswerCheck:
         """Extract the final answer of `response` and compare it with `example.answer`."""
+
+    def other_checks(self, response: str, example: Example) -> dict[str, AnswerCheck]:
+        """Verdicts of other checkers, which an evaluation reports beside `check`'s (MATH:
+        math-verify alone, as other harnesses score it); none by default."""
+        return {}
 
     def check_many(self, pairs: Sequence[tuple[str, Example]]) -> list[AnswerCheck]:
         """`check` of every (response, example) pair, in order, up to `check_workers` at

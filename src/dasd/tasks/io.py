@@ -6,8 +6,9 @@ contacted by `load_hub_rows`, which tasks call only when no local path is given.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,13 @@ def row_source(path: str | Path, index: int) -> str:
 
 
 def load_hub_rows(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
-    """Rows of one split of a hub data set; any failure becomes one DasdError line."""
+    """Rows of one split of a hub data set; any failure becomes one DasdError line.
+
+    Inside `local_only()` (`--plan`) nothing is downloaded: a data set that is not in the
+    local Hugging Face cache is an error at once, and a cached one is read offline.
+    """
+    if _LOCAL_ONLY:
+        return _cached_hub_rows(hub_id, config, split)
     try:
         from datasets import load_dataset
 
@@ -94,6 +101,56 @@ def load_hub_rows(hub_id: str, config: str | None, split: str) -> list[dict[str,
         where = ", ".join(part for part in (config, split) if part)
         raise DasdError(f"could not load '{hub_id}' ({where}) from the hub: {_short(error)}; "
                         "pass a local JSONL/Parquet file with --data instead") from None
+
+
+_LOCAL_ONLY: list[bool] = []  # non-empty inside `local_only()`
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Hub data sets are read only from the local cache here, never downloaded."""
+    _LOCAL_ONLY.append(True)
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY.pop()
+
+
+def _cached_hub_rows(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
+    import datasets
+    import huggingface_hub.constants as hub
+
+    where = ", ".join(part for part in (config, split) if part)
+    missing = DasdError(f"'{hub_id}' ({where}) is not in the local Hugging Face cache and "
+                        "nothing is downloaded here: set generate.data / eval.data (--data) "
+                        "to a local JSONL/Parquet copy with the hub's fields")
+    if not _in_cache(hub_id, Path(datasets.config.HF_DATASETS_CACHE), Path(hub.HF_HUB_CACHE)):
+        raise missing
+    saved = datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
+    try:
+        return [dict(row) for row in datasets.load_dataset(hub_id, config, split=split)]
+    except Exception:  # not cached after all (another config or split), or unreadable
+        raise missing from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = saved
+
+
+def _in_cache(hub_id: str, datasets_cache: Path, hub_cache: Path) -> bool:
+    """Whether a folder of `hub_id` is in either cache (`datasets` spells its folders
+    `org___name` in snake case, the hub `datasets--org--name`)."""
+    def key(text: str) -> str:
+        return "".join(char for char in text.lower() if char.isalnum() or char == "/")
+
+    want = key(hub_id)
+    names = [p.name.replace("___", "/") for p in _folders(datasets_cache)]
+    names += [p.name.removeprefix("datasets--").replace("--", "/", 1)
+              for p in _folders(hub_cache) if p.name.startswith("datasets--")]
+    return any(key(name) == want for name in names)
+
+
+def _folders(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if p.is_dir()] if path.is_dir() else []
 
 
 def require(row: Mapping[str, Any], fields: Iterable[str], source: str,

@@ -101,3 +101,6 @@ class MathTask(Task):
 
     def check(self, response: str, example: Example) -> AnswerCheck:
         return answers.check_math(response, example.answer)
+
+    def other_checks(self, response: str, example: Example) -> dict[str, AnswerCheck]:
+        return {"math_verify": answers.check_math_verify(response, example.answer)}
