@@ -22,17 +22,18 @@ from tests.conftest import make_tokenizer
 
 
 def row(i, level, p_base, *, method="dasd", category=None, correct=True, ranks=None,
-        entropy=None, ids=None, reference="ref solution"):
+        entropy=None, ids=None, reference="ref solution", ref_rank=None, settings=None):
     n = len(p_base)
     return {
         "id": f"arith-train-{i:05d}", "task": "arith", "split": "train", "level": level,
-        "method": method, "settings": {}, "question": f"question {i}?", "reference": reference,
+        "method": method, "settings": settings or {}, "question": f"question {i}?",
+        "reference": reference,
         "gold_answer": "7", "prompt": "", "ref_prompt": "", "prompt_ids": [], "ref_prompt_ids": [],
         "completion": f"answer of {method} {i}", "completion_ids": ids or list(range(100, 100 + n)),
         "finish_reason": "eos", "correct": correct, "extracted_answer": "7",
         "answer_how": "final-answer",
         "tokens": {"category": category or [0] * n, "p_base": p_base, "p_ref": [0.9] * n,
-                   "ref_rank": [1] * n, "base_entropy": entropy or [0.5] * n,
+                   "ref_rank": ref_rank or [1] * n, "base_entropy": entropy or [0.5] * n,
                    "base_top3_ref_rank": ranks or [[1, 2, 3]] * n}}
 
 
@@ -163,8 +164,10 @@ def make_run(tmp_path, with_eval=True):
     sd = [row(i, 1 + i % 2, [0.9, 0.3, 0.95, 0.1 + 0.1 * i], method="sd",
               category=[0, 1, 0, 3], correct=i != 1,
               ranks=[[1, 2, 3], [2, 1, 4], [1, 3, 2], [5, 1, 2]]) for i in range(4)]
+    # dasd loses the answer of problem 0 (which sd gets right) at its token 1
     dasd = [row(i, 1 + i % 2, [0.9, 0.6, 0.95, 0.5], category=[0, 1, 0, 2],
-                ranks=[[1, 2, 3], [1, 2, 7], [1, 3, 2], [2, 1, 3]], entropy=[0.2, 1.0, 0.1, 2.0])
+                ranks=[[1, 2, 3], [1, 2, 7], [1, 3, 2], [2, 1, 3]], entropy=[0.2, 1.0, 0.1, 2.0],
+                correct=i != 0, ref_rank=[1, 2, 1, 1] if i == 0 else None)
             for i in range(4)]
     base = [row(i, 1 + i % 2, [0.9, 0.9], method="base") for i in range(2)]
     write_jsonl(gen / "sd.jsonl", sd)
@@ -210,8 +213,8 @@ def test_figures_draw_exactly_the_csv_numbers(analyzed):
     root, config, result = analyzed
     out = root / "analysis"
     assert {f.split("/")[-1] for f in result["figures"]} == {
-        f"{k}.png" for k in ("high_ppl", "segment_ppl", "alignment", "categories", "accuracy",
-                             "training_loss", "phi")}
+        f"{k}.png" for k in ("high_ppl", "segment_ppl", "alignment", "categories", "frontier",
+                             "departures", "accuracy", "training_loss", "phi")}
     assert all((out / f"{k}.pdf").is_file() for k in ("high_ppl", "phi"))
     assert [i["method"] for i in result["inputs"]] == ["base", "sd", "dasd"]
 
@@ -228,6 +231,9 @@ def test_figures_draw_exactly_the_csv_numbers(analyzed):
         csv_rows = read_csv(out / f"{name}.csv")
         fig = draw(section, config, segmentation)
         drawn = fig.findobj(lambda a: a.get_gid() is not None)
+        if name in ("frontier", "departures"):
+            checked += check_frontier_or_departures(name, csv_rows, drawn)
+            continue
         plotted = {"high_ppl": "high_ppl_percent", "segment_ppl": "percent",
                    "categories": "percent"}
         if name in plotted:  # every bar of the CSV is drawn (filtered = a sum, not a bar)
@@ -263,6 +269,28 @@ def test_figures_draw_exactly_the_csv_numbers(analyzed):
     assert checked > 40
 
 
+def check_frontier_or_departures(name, csv_rows, drawn):
+    """Every frontier point (kept rate vs high-PPL ratio of kept / all rows) and every
+    departure bar is drawn at its CSV values; returns how many were checked."""
+    if name == "frontier":
+        points = {a.get_gid(): a for a in drawn}
+        expected = {f"{r['method']}|{subset}": (_num(r[f"high_ppl_percent_{subset}"]),
+                                                _num(r["kept_percent"]))
+                    for r in csv_rows for subset in ("kept", "all")
+                    if r[f"high_ppl_percent_{subset}"] != ""}
+        assert points.keys() == expected.keys()
+        for gid, (x, y) in expected.items():
+            assert (list(points[gid].get_xdata()), list(points[gid].get_ydata())) == ([x], [y])
+        return len(points)
+    for bar in drawn:
+        method, token_class, column = bar.get_gid().split("|")
+        (expected,) = [_num(r[column]) for r in csv_rows
+                       if r["method"] == method and r["token_class"] == token_class]
+        assert bar.get_width() == expected
+    assert len(drawn) == 2 * len(csv_rows)
+    return len(drawn)
+
+
 def result_files(root):
     from dasd.analysis.data import find_generated, load_generated
 
@@ -275,7 +303,7 @@ def test_report_is_self_contained_with_figures_and_token_browser(analyzed):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert "<link" not in page and "@import" not in page and "url(" not in page
     images = re.findall(r'<img [^>]*src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)
-    assert len(images) == len(result["figures"]) == 7
+    assert len(images) == len(result["figures"]) == 9
     assert 'id="tb-data"' in page and 'id="tb-tokens"' in page
     data = json.loads(re.search(r'id="tb-data">(.*?)</script>', page, re.S).group(1))
     assert data["methods"] == ["base", "sd", "dasd"]

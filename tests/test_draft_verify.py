@@ -11,7 +11,7 @@ from dasd.decoding.backend import Draft, RowRound, verify_round
 from dasd.decoding.draft_verify import ChunkSize, decode_pairs_draft_verify
 from dasd.decoding.engine import decode_pairs
 from dasd.decoding.rules import build_rule
-from dasd.decoding.rules.common import CONSISTENT, HARD, RESERVED, Selection
+from dasd.decoding.rules.common import CONSISTENT, GUARDED, HARD, RESERVED, Selection
 from dasd.errors import DasdError
 from tests.conftest import make_model
 
@@ -57,7 +57,8 @@ def case(seed: int):
 
 
 RULES = [("dasd", {}), ("dasd", {"fallback": "base"}), ("dasd", {"top_k": 2, "tau": 0.4}),
-         ("dasd", {"top_k": 9, "tau": 0.1}), ("sd", {}), ("base", {})]
+         ("dasd", {"top_k": 9, "tau": 0.1}), ("dasd", {"guard": 0.5}),
+         ("dasd", {"guard": 0.3, "fallback": "base"}), ("sd", {}), ("base", {})]
 
 
 @pytest.mark.parametrize("seed", range(len(MODELS)))
@@ -84,6 +85,13 @@ def test_the_equivalence_cases_cover_eos_length_and_rejections(one_thread):
             off_draft += sum(rank > 1 for rank in trace.ref_rank)
     assert {("eos", True), ("length", True)} <= finishes
     assert off_draft >= 20
+    guarded = 0
+    for seed in range(len(MODELS)):
+        model, refs, bases, eos_ids, max_new = case(seed)
+        for trace in decode_pairs(model, refs, bases, build_rule("dasd", guard=0.5), eos_ids,
+                                  max_new, PAD):
+            guarded += trace.categories.count(GUARDED)
+    assert guarded >= 10, "the guard cases must contain guarded steps"
 
 
 def test_batch_of_one_equals_batch_of_many_and_counts_every_token(one_thread):
@@ -114,6 +122,8 @@ def test_rules_without_the_guarantee_are_refused():
     model = make_model(32, seed=0, eos_id=EOS)
     with pytest.raises(DasdError, match="engine 'step'"):
         decode_pairs_draft_verify(model, [[5]], [[6]], SamplingRule(), [EOS], 4, PAD)
+    with pytest.raises(DasdError, match="engine 'step'"):
+        decode_pairs_draft_verify(model, [[5]], [[6]], build_rule("dasd-sample"), [EOS], 4, PAD)
 
 
 def test_chunk_size_follows_the_acceptance_rate():

@@ -344,3 +344,32 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_adapter(tmp_pat
         (tmp_path / "cut" / "adapter_model.safetensors").unlink()
         train(fast_config(data, tmp_path / "cut", device="cpu", max_steps=4, save_steps=2,
                           learning_rate=5e-3), tiny(tokenizer), tokenizer)
+
+
+def test_several_samples_per_problem_keep_the_first_correct_or_all():
+    from dasd.training.filters import RowFilter, apply_filter
+
+    def sample(problem, k, correct):
+        return {"id": problem if k == 1 else f"{problem}#s{k}", "correct": correct}
+
+    rows = [("f", sample(p, k, ok)) for k, p, ok in [
+        (1, "a", False), (1, "b", True), (1, "c", False),
+        (2, "a", True), (2, "b", True), (2, "c", False),
+        (3, "a", True), (3, "b", False), (3, "c", False)]]
+    ids = lambda kept: [row["id"] for _, row in kept]  # noqa: E731
+
+    kept, rejected, replaced = apply_filter(rows, RowFilter())
+    assert ids(kept) == ["b", "a#s2"] and not replaced
+    assert rejected == {"not_correct": 5, "extra_sample": 2}
+    kept, rejected, _ = apply_filter(rows, RowFilter(per_problem="all"))
+    assert ids(kept) == ["b", "a#s2", "b#s2", "a#s3"] and rejected == {"not_correct": 5}
+    to_reference = lambda row: {**row, "completion": "the reference"}  # noqa: E731
+    kept, rejected, replaced = apply_filter(rows, RowFilter(rejected="reference"), to_reference)
+    assert ids(kept) == ["b", "c", "a#s2"] and kept[1][1]["completion"] == "the reference"
+    assert replaced == {"not_correct": 1}
+    assert rejected == {"not_correct": 2, "extra_sample": 4}
+    # one sample per problem: every row is its own problem, as before
+    single = [("f", sample(p, 1, ok)) for p, ok in [("a", True), ("b", False), ("c", True)]]
+    assert ids(apply_filter(single, RowFilter())[0]) == ["a", "c"]
+    with pytest.raises(DasdError, match="per_problem must be one of first, all"):
+        RowFilter(per_problem="best")

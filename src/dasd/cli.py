@@ -47,6 +47,8 @@ def print_generate_summary(summary: dict[str, Any]) -> None:
     table.add_column("kept (correct)", justify="right")
     table.add_row("samples", str(summary["samples"]), f"{summary['kept']} "
                   f"({summary['kept_percent']:.1f}%)")
+    if summary.get("sampled_problems", summary["samples"]) != summary["samples"]:  # kept@n
+        table.add_row("problems", str(summary["sampled_problems"]), str(summary["kept_problems"]))
     for name, share in summary["categories_percent"].items():
         table.add_row(f"tokens {name} %", f"{share:.2f}",
                       f"{summary['categories_percent_kept'][name]:.2f}")

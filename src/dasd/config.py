@@ -318,9 +318,18 @@ def build_settings(cls: type, values: dict[str, Any] | None, where: str) -> Any:
         raise DasdError(f"{where}: {err}") from err
 
 
+def omitted(f: dataclasses.Field, value: Any) -> bool:
+    """A setting added after outputs were written (`metadata={"omit_default": True}`) is
+    left out of records and fingerprints while it has its default, so those outputs stay
+    valid and new ones with the default stay byte-identical."""
+    return bool(f.metadata.get("omit_default")) and value == f.default
+
+
 def settings_dict(settings: Any) -> dict[str, Any]:
-    """The user-facing settings of a built settings object, every default filled in."""
-    return {f.name: getattr(settings, f.name) for f in settings_fields(type(settings))}
+    """The user-facing settings of a built settings object, every default filled in
+    (except those `omitted` at their default)."""
+    return {f.name: getattr(settings, f.name) for f in settings_fields(type(settings))
+            if not omitted(f, getattr(settings, f.name))}
 
 
 def settings_flags(registry: dict[str, type]) -> dict[str, tuple[str, Any]]:
@@ -341,7 +350,8 @@ def settings_flags(registry: dict[str, type]) -> dict[str, tuple[str, Any]]:
 # What a setting changes. Every field changes the rows (or adapter) a stage writes unless
 # its metadata says otherwise: `effect: "stage"` changes which rows there are or the
 # summary but no finished row (limit, pass_k), `effect: "none"` changes nothing written
-# (batch size, engine, device, output path). Mapping fields may list `ignore_keys`.
+# (batch size, engine, device, output path). Mapping fields may list `ignore_keys`; a
+# setting newer than its outputs may be `omit_default` (see `omitted`).
 ROWS, STAGE = "rows", "stage"
 
 
@@ -352,9 +362,9 @@ def outcome(config: Any, level: str = ROWS) -> dict[str, Any]:
     settings = {}
     for f in dataclasses.fields(config):
         effect = f.metadata.get("effect", ROWS)
-        if effect == "none" or (effect == STAGE and level == ROWS):
-            continue
         value = getattr(config, f.name)
+        if effect == "none" or (effect == STAGE and level == ROWS) or omitted(f, value):
+            continue
         if dataclasses.is_dataclass(value):
             value = outcome(value, level)
         elif isinstance(value, dict) and "ignore_keys" in f.metadata:

@@ -183,6 +183,9 @@ class RunConfig:
     origin: bool = field(default=True, metadata={"help": "also evaluate the untrained model"})
     analyze: bool = field(default=True, metadata={
         "help": "end with `dasd analyze` of the run folder (figures, report.html)"})
+    generate_only: bool = field(default=False, metadata={
+        "help": "only generate each method's rows (no training, no evaluation), e.g. a "
+                "frontier sweep of decoding settings (configs/frontier-gsm8k.yaml)"})
     methods: list[MethodSpec] = field(
         default_factory=lambda: [MethodSpec("sd"), MethodSpec("dasd")],
         metadata={"help": "methods to compare, e.g. 'sd,dasd' or a YAML list of mappings"})
@@ -427,9 +430,11 @@ def _fresh_or_resumed(train_fn: Callable[[Any], dict[str, Any]]) -> Callable:
 
 def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str, Any]:
     if spec.onpolicy:
-        return run_onpolicy_method(config, spec)
+        return {} if config.generate_only else run_onpolicy_method(config, spec)
     gen = make_data(config, spec, model, tokenizer)
     result: dict[str, Any] = {"generate": gen} if gen else {"data_from": spec.data_from}
+    if config.generate_only:
+        return result
     data = config.data_path(spec)
     train_config = config.train_config(spec, data)
     if gen is not None and train_config.rejected == "drop":
@@ -459,7 +464,7 @@ def run(config: RunConfig) -> dict[str, Any]:
     start = time.perf_counter()
     model, tokenizer = load_model(config.model, config.dtype, config.device)
     results: dict[str, Any] = {}
-    if config.origin:
+    if config.origin and not config.generate_only:
         eval_config = config.eval_config(ORIGIN, None)
         results[ORIGIN] = {"eval": run_stage(
             stage_marker(eval_config.out, "eval"), eval_config, [],

@@ -12,9 +12,28 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-# Token categories of the paper (Section 3). Stored as small ints in the JSONL rows.
-CONSISTENT, RESERVED, BASE_SELECTED, HARD = 0, 1, 2, 3
-CATEGORY_NAMES = ("consistent", "reserved", "base-selected", "hard")
+# Token categories of the paper (Section 3), stored as small ints in the JSONL rows, plus
+# `guarded` (DASD's confidence guard emitted the reference top-1 where the paper's rule
+# would not have). New categories only ever get new ints, so older files still read.
+CONSISTENT, RESERVED, BASE_SELECTED, HARD, GUARDED = 0, 1, 2, 3, 4
+CATEGORY_NAMES = ("consistent", "reserved", "base-selected", "hard", "guarded")
+
+# Several samples per problem (`dasd generate --samples n`): sample 1 keeps the problem's
+# id, so its row is the one a single-sample run writes; sample k >= 2 is "<id>#s<k>".
+SAMPLE_MARK = "#s"
+
+
+def sample_id(problem: str, k: int) -> str:
+    """The row id of sample `k` (1-based) of `problem`."""
+    return problem if k == 1 else f"{problem}{SAMPLE_MARK}{k}"
+
+
+def split_sample_id(row_id: str) -> tuple[str, int]:
+    """(problem id, sample number) of a row id; ids without the mark are sample 1."""
+    problem, mark, k = str(row_id).rpartition(SAMPLE_MARK)
+    if mark and k.isdigit() and int(k) >= 2:
+        return problem, int(k)
+    return str(row_id), 1
 
 
 def high_ppl_mask(p_base: Sequence[float], threshold: float = 2.5) -> list[bool]:
@@ -37,13 +56,25 @@ def high_ppl_ratio(rows: Sequence[dict[str, Any]], threshold: float = 2.5) -> fl
     return 100.0 * sum(flags) / len(flags) if flags else 0.0
 
 
+def kept_problems(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(problems with at least one correct sample, problems): kept-at-n."""
+    problems: dict[str, bool] = {}
+    for row in rows:
+        problem = split_sample_id(row["id"])[0]
+        problems[problem] = problems.get(problem, False) or bool(row.get("correct"))
+    return sum(problems.values()), len(problems)
+
+
 def summarize(rows: Sequence[dict[str, Any]], threshold: float = 2.5) -> dict[str, Any]:
     kept = [r for r in rows if r["correct"]]
     n_tokens = sum(len(r["completion_ids"]) for r in rows)
+    solved, problems = kept_problems(rows)
     return {
         "samples": len(rows),
         "kept": len(kept),
         "kept_percent": 100.0 * len(kept) / len(rows) if rows else 0.0,
+        "sampled_problems": problems,  # < samples with several samples per problem
+        "kept_problems": solved,       # kept-at-n: problems with a correct sample
         "length_capped": sum(r["finish_reason"] == "length" for r in rows),
         "tokens": n_tokens,
         "mean_tokens": n_tokens / len(rows) if rows else 0.0,

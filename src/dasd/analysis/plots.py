@@ -17,6 +17,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from dasd.analysis.departures import TOKEN_CLASSES, UNKNOWN
+from dasd.analysis.frontier import PAPER, SD, SUBSETS, guard_sweep
 from dasd.analysis.tables import (
     ALIGNMENT_STATS,
     ALL,
@@ -53,8 +55,9 @@ _EXTRA = [Style(c, h, m, ls) for c, h, m, ls in [
     ("#E6AB02", "+++", "H", "--"), ("#666666", "ooo", "1", ":")]]
 
 CATEGORY_COLORS = {"consistent": "#CFE8CF", "reserved": "#F6C85F",
-                   "base-selected": "#9B59B6", "hard": "#C0392B"}
-CATEGORY_HATCHES = {"consistent": "", "reserved": "..", "base-selected": "xx", "hard": "//"}
+                   "base-selected": "#9B59B6", "hard": "#C0392B", "guarded": "#5DADE2"}
+CATEGORY_HATCHES = {"consistent": "", "reserved": "..", "base-selected": "xx", "hard": "//",
+                    "guarded": "\\\\"}
 BUCKET_COLORS = ["#C7E9C0", "#FDAE6B", "#A50F15"]
 BUCKET_HATCHES = ["", "..", "//"]
 
@@ -198,9 +201,11 @@ def plot_categories(table: Table) -> Figure:
             ax.text(0.5, 0.5, "no correctly answered samples", ha="center",
                     transform=ax.transAxes)
             continue
+        guarded = f", guarded {share['guarded']:.2f}%" if share["guarded"] else ""
         ax.text(0.02, 0.03, f"all levels: consistent {share['consistent']:.2f}%\n"
                 f"reserved {share['reserved']:.2f}%, filtered {share['filtered']:.2f}%\n"
-                f"(base-selected {share['base-selected']:.2f}%, hard {share['hard']:.2f}%)",
+                f"(base-selected {share['base-selected']:.2f}%, hard {share['hard']:.2f}%)"
+                f"{guarded}",
                 transform=ax.transAxes, fontsize=7, va="bottom",
                 bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})
     return fig
@@ -323,4 +328,125 @@ def plot_training_loss(table: Table) -> Figure:
     for ax in axes[len(methods):]:
         ax.set_visible(False)
     fig.suptitle("Training loss per step")
+    return fig
+
+
+def plot_frontier(table: Table, threshold: float) -> Figure:
+    """Kept rate against the high-PPL ratio of the kept rows (left) and of all rows (right),
+    one point per method; Pareto-optimal methods filled and joined, sd and the paper's
+    DASD named."""
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, subset in zip(axes, SUBSETS, strict=True):
+        column = f"high_ppl_percent_{subset}"
+        front = sorted((r for r in table if r[f"pareto_{subset}"]), key=lambda r: r[column])
+        if len(front) > 1:
+            ax.plot([r[column] for r in front], [r["kept_percent"] for r in front],
+                    color="black", linewidth=0.8, linestyle="--", zorder=1,
+                    label="Pareto front")
+        sweep = [r for r in guard_sweep(table) if r[column] is not None]
+        if len(sweep) > 1:
+            ax.plot([r[column] for r in sweep], [r["kept_percent"] for r in sweep],
+                    color="#0072B2", linewidth=2.5, alpha=0.25, zorder=0,
+                    label="guard sweep (gamma 1 -> 0, tau 0.2)")
+        labels = _frontier_labels(table, column)
+        for row in table:
+            if row[column] is None:
+                continue
+            style = method_style(row["method"])
+            optimal = row[f"pareto_{subset}"]
+            (point,) = ax.plot(row[column], row["kept_percent"], marker=style.marker,
+                               markersize=11 if row["role"] else 8, linestyle="none",
+                               markerfacecolor=style.color if optimal else "white",
+                               markeredgecolor=style.color if not optimal else "black",
+                               markeredgewidth=1.6, zorder=2)
+            point.set_gid(f"{row['method']}|{subset}")
+            if row["method"] in labels:
+                text, offset = labels[row["method"]]
+                ax.annotate(text, (row[column], row["kept_percent"]), xytext=(6, offset),
+                            textcoords="offset points", fontsize=7.5,
+                            fontweight="bold" if row["role"] else "normal")
+        which = "kept (correct) rows" if subset == "kept" else "all rows"
+        ax.set_xlabel(f"high-PPL tokens of {which} (% with base PPL > {threshold:g})")
+        ax.set_title(f"vs high-PPL ratio of {which}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("kept rate (correct samples, % of samples)")
+    axes[0].set_ylim(-3, 103)
+    if any(r["pareto_kept"] or r["pareto_all"] for r in table):
+        axes[0].plot([], [], marker="o", linestyle="none", markerfacecolor="grey",
+                     markeredgecolor="black", label="Pareto-optimal (filled)")
+    if axes[0].get_legend_handles_labels()[0]:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
+                   fontsize=8)
+    fig.suptitle("The DASD-SD frontier: samples kept against distance from the base model")
+    return fig
+
+
+def _frontier_labels(table: Table, column: str) -> dict[str, tuple[str, int]]:
+    """One label per drawn point, {method: (text, vertical offset in points)}: methods on
+    the same point share one label ("SD = dasd-g0"), and labels of nearby points are
+    stacked downwards instead of overprinting each other."""
+    points = [r for r in table if r[column] is not None]
+    if not points:
+        return {}
+    xs = [r[column] for r in points]
+    span = (max(xs) - min(xs)) or 1.0
+    groups: dict[tuple[float, float], list[dict]] = {}
+    for r in points:
+        groups.setdefault((r[column], r["kept_percent"]), []).append(r)
+    placed: list[tuple[float, float]] = []
+    labels = {}
+    for (x, y), rows in sorted(groups.items(), key=lambda item: -item[0][1]):
+        rows.sort(key=lambda r: (not r["role"], r["method"]))
+        text = " = ".join({SD: "SD", PAPER: "paper DASD"}.get(r["role"], r["method"])
+                          for r in rows)
+        near = sum(abs(x - px) / span < 0.12 and abs(y - py) < 6 for px, py in placed)
+        labels[rows[0]["method"]] = (text, 4 - 9 * near)
+        placed.append((x, y))
+    return labels
+
+
+CLASS_COLORS = ["#D55E00", "#F0E442", "#56B4E9", "#CCCCCC", "#FFFFFF"]
+CLASS_HATCHES = ["//", "xx", "", "..", ""]
+
+
+def plot_departures(table: Table) -> Figure:
+    """Answer-losing departures by token class: per method one bar split by the class of
+    the token it emitted (left) and of the reference top-1 it replaced (right), in % of its
+    departures, with the count in each part."""
+    methods = _methods(table)
+    classes = [c for c in (*TOKEN_CLASSES, UNKNOWN) if any(r["token_class"] == c
+                                                             for r in table)]
+    fig = Figure(figsize=(11, 1.6 + 0.42 * len(methods)), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (column, count, title) in zip(axes, [
+            ("percent", "departures", "token emitted at the departure"),
+            ("replaced_percent", "replaced_reference_tokens", "reference top-1 it replaced")],
+            strict=True):
+        for i, method in enumerate(methods):
+            left = 0.0
+            for name in classes:
+                row = next(r for r in table if r["method"] == method and r["token_class"] == name)
+                k = (*TOKEN_CLASSES, UNKNOWN).index(name)
+                (bar,) = ax.barh(i, row[column], 0.7, left=left, color=CLASS_COLORS[k],
+                                 hatch=CLASS_HATCHES[k], edgecolor="black", linewidth=0.6,
+                                 label=name if i == 0 else None)
+                bar.set_gid(f"{method}|{name}|{column}")
+                if row[count]:
+                    ax.text(left + row[column] / 2, i, str(row[count]), ha="center",
+                            va="center", fontsize=7,
+                            bbox={"facecolor": "white", "alpha": 0.7, "pad": 0.5,
+                                  "edgecolor": "none"})
+                left += row[column]
+        total = {m: sum(r["departures"] for r in table if r["method"] == m) for m in methods}
+        ax.set_yticks(range(len(methods)), [f"{m} (n={total[m]})" for m in methods],
+                      fontsize=8)
+        ax.set_xlim(0, 100)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("% of the method's answer-losing departures (count in the bar)")
+    axes[0].invert_yaxis()  # (shared: both panels) the first method on top
+    fig.legend(*axes[0].get_legend_handles_labels(), title="token class",
+               loc="outside lower center", ncol=len(classes), fontsize=8, title_fontsize=8)
+    fig.suptitle("Answer-losing departures by token class (samples wrong where sd's is "
+                 "right; the first token off the reference top-1)")
     return fig

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dasd import __version__
-from dasd.analysis import plots, tables
+from dasd.analysis import departures, frontier, plots, tables
 from dasd.analysis.data import (
     GeneratedFile,
     find_generated,
@@ -124,8 +124,54 @@ def _with_keys(files: list[GeneratedFile], keys: set[str], rows_of) -> tuple[dic
     return runs, missing
 
 
+def frontier_section(files: list[GeneratedFile], threshold: float) -> Section:
+    table = frontier.frontier_table({f.label: f.rows for f in files}, threshold)
+    verdict = None
+    if any(r["role"] == frontier.SD for r in table):
+        verdict = " ".join(
+            f"Keeping at least sd's share of samples with a lower high-PPL ratio of {which} "
+            f"than sd's: {', '.join(better) or 'no method'}."
+            for which, better in (("the kept rows", frontier.beats_sd(table, "kept")),
+                                  ("all rows", frontier.beats_sd(table, "all"))))
+    return Section(
+        "frontier", "4b. The DASD-SD frontier",
+        "Per method: kept rate (correct samples / samples) against the high-PPL ratio "
+        f"(base PPL > {threshold:g}) of its kept rows (the training data) and of all its "
+        "rows; kept_problems = problems with at least one correct sample (kept-at-n with n "
+        "samples per problem). SD = plain self-distillation, paper DASD = K 6, tau 0.2, ref "
+        "fallback, no guard; Pareto-optimal = no other method keeps as many samples with a "
+        "ratio as low, better in one. A guard sweep (`guard` gamma between 1 = the paper and "
+        "0 = sd's tokens, and tau) is one `dasd run` config with one entry per setting.",
+        {"frontier": table}, note=verdict)
+
+
+def departures_section(files: list[GeneratedFile], texts: dict[int, list[str]] | None
+                       ) -> Section:
+    sd = next((f for f in files if frontier.role(f.rows) == frontier.SD), None)
+    runs = {f.label: f.rows for f in files if f is not sd and
+            f.rows[0].get("method") not in ("sd", "base")}
+    table = departures.departure_table(runs, sd.rows if sd else [],
+                                       lambda row: texts[id(row)] if texts else None)
+    note = None
+    if sd is None:
+        note = "no sd rows in this folder: answer-losing departures need them"
+    elif not table:
+        note = "no sample is wrong where sd's sample of the same problem is right"
+    return Section(
+        "departures", "4c. Where answers are lost",
+        "For every sample that is wrong where sd's sample of the same problem is right: the "
+        "first token where the method left the reference top-1 (up to there its response "
+        "is sd's), classified as digit/number, operator/symbol, word piece or "
+        "whitespace/format, with the p_ref and p_base of the token it emitted and of the "
+        "reference top-1 it replaced (sd's token there). The token browser marks the "
+        "position.",
+        {"departures": departures.departure_summary(table), "departure_tokens": table},
+        note=note)
+
+
 def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path, out: Path,
-                   segmenter: tables.Segmenter, segmentation: str) -> list[Section]:
+                   segmenter: tables.Segmenter, segmentation: str,
+                   texts: dict[int, list[str]] | None = None) -> list[Section]:
     """Compute every table (pure functions) and say what each one means."""
     subset = "correctly answered samples" if config.only_correct else "all samples"
 
@@ -163,9 +209,11 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
         "categories", "4. DASD token categories",
         "Share of response tokens per category, on correctly answered samples: consistent "
         "(reference top-1 = base top-1), reserved (a reference candidate passed tau), filtered "
-        "(no candidate passed; base-selected or hard = forced reference top-1). Paper "
-        "(Llama-3.2-3B, MATH): 92.54 / 5.25 / 2.21%.",
+        "(no candidate passed; base-selected or hard = forced reference top-1), guarded "
+        "(DASD's confidence guard kept the reference top-1 where the paper's rule would not "
+        "have). Paper (Llama-3.2-3B, MATH): 92.54 / 5.25 / 2.21%.",
         {"categories": tables.category_table({f.label: f.rows for f in files})}))
+    sections += [frontier_section(files, threshold), departures_section(files, texts)]
     found = load_eval_summaries(root, exclude=out) if root.is_dir() else {}
     summaries = {k: found[k] for k in sorted(found, key=plots.method_sort_key)}
     sections.append(Section(
@@ -223,6 +271,10 @@ def draw(section: Section, config: AnalyzeConfig, segmentation: str):
         return plots.plot_alignment(main, subset)
     if section.key == "categories":
         return plots.plot_categories(main)
+    if section.key == "frontier":
+        return plots.plot_frontier(main, config.high_ppl_threshold)
+    if section.key == "departures":
+        return plots.plot_departures(main)
     if section.key == "accuracy":
         return plots.plot_accuracy(main)
     if section.key == "training_level":
@@ -233,15 +285,19 @@ def draw(section: Section, config: AnalyzeConfig, segmentation: str):
 
 
 def browser_data(files: list[GeneratedFile], texts: dict[int, list[str]] | None,
-                 limit: int) -> dict[str, Any]:
+                 limit: int, marks: dict[tuple[str, str], int] | None = None) -> dict[str, Any]:
     """What the token browser shows: per method, up to `limit` examples with their tokens
-    (text, category, p_base band, hover text), reference and base-only answer."""
+    (text, category, p_base band, hover text), reference and base-only answer, and the
+    position of an answer-losing departure (`marks[(method, id)]`), which it marks and
+    jumps to; examples with one are shown even beyond `limit`."""
+    marks = marks or {}
     base_answers = {r["id"]: r.get("completion", "") for f in files for r in f.rows
                     if r.get("method") == "base"}
     examples = {}
     for f in files:
         examples[f.label] = []
-        for row in f.rows[:limit]:
+        later = [r for r in f.rows[limit:] if (f.label, r["id"]) in marks]
+        for row in f.rows[:limit] + later:
             shown = texts[id(row)] if texts else token_texts(None, row["completion_ids"])
             tokens = token_records(row, shown)
             examples[f.label].append({
@@ -250,6 +306,7 @@ def browser_data(files: list[GeneratedFile], texts: dict[int, list[str]] | None,
                 "reference": row.get("reference", ""), "gold": str(row.get("gold_answer")),
                 "extracted": str(row.get("extracted_answer")),
                 "base": base_answers.get(row["id"]),
+                "dep": marks.get((f.label, row["id"])),
                 "t": [[t["text"], t["category"], p_base_band(t["p_base"]), hover(t)]
                       for t in tokens]})
     return {"methods": list(examples), "examples": examples}
@@ -274,7 +331,8 @@ def method_summary(sections: list[Section], files: list[GeneratedFile]) -> list[
             "top1_agreement_percent": pick("alignment", "percent", m, level=tables.ALL,
                                            statistic="top-1 agreement"),
             **{f"{c}_percent": pick("categories", "percent", m, level=tables.ALL, category=c)
-               for c in ("consistent", "reserved", "filtered")},
+               for c in ("consistent", "reserved", "filtered", "guarded")},
+            "kept_problems": pick("frontier", "kept_problems", m),
             "phi_mean": pick("phi_summary", "mean", m)})
     return out
 
@@ -290,7 +348,7 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     texts = _texts(files, config) if config.tokenizer != "none" else None
     segmenter, segmentation = _segmenter(config, texts)
-    sections = build_sections(files, config, root, out, segmenter, segmentation)
+    sections = build_sections(files, config, root, out, segmenter, segmentation, texts)
     for section in sections:
         for name, table in section.tables.items():
             write_csv(out / f"{name}.csv", table)
@@ -310,7 +368,10 @@ def analyze(config: AnalyzeConfig) -> dict[str, Any]:
               "inputs": inputs, "segmentation": segmentation, "notes": notes,
               "summary": summary, "tables": {n: t for s in sections for n, t in s.tables.items()}}
     (out / "analysis.json").write_text(json.dumps(result, indent=1))
-    page = render_report(result, sections, browser_data(files, texts, config.browse_limit))
+    marks = {(r["method"], r["id"]): r["position"] for s in sections
+             for r in s.tables.get("departure_tokens", [])}
+    page = render_report(result, sections, browser_data(files, texts, config.browse_limit,
+                                                        marks))
     (out / "report.html").write_text(page, encoding="utf-8")
     log.info("analysis of %d file(s) written to %s", len(files), out)
     result["report"] = str(out / "report.html")

@@ -28,6 +28,7 @@ td:first-child,th:first-child{text-align:left}
 #tb-view pre,#tb-tokens{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;
 font-size:.85em;border:1px solid #ddd;padding:.6em;margin:0;background:#fcfcfc;min-height:4em}
 .tok{border-radius:2px;cursor:help}
+.tok.dep{outline:3px solid #000;outline-offset:1px;font-weight:bold}
 .legend span{display:inline-block;padding:1px 6px;margin:2px 4px 2px 0;border:1px solid #aaa;
 font-size:.8em}
 .by-category .lg-p_base,.by-p_base .lg-category{display:none}
@@ -42,27 +43,36 @@ JS = """
   var exampleSel = document.getElementById("tb-example");
   var tokens = document.getElementById("tb-tokens");
   function text(id, value) { document.getElementById(id).textContent = value; }
-  function render() {
+  function render(jump) {
     var list = data.examples[methodSel.value] || [];
     var ex = list[Number(exampleSel.value)];
     tokens.textContent = "";
     if (!ex) { return; }
     var frag = document.createDocumentFragment();
-    ex.t.forEach(function (t) {
+    var mark = null;
+    ex.t.forEach(function (t, i) {
       var span = document.createElement("span");
       span.className = "tok c" + t[1] + " p" + t[2];
       span.textContent = t[0];
       span.title = t[3];
+      if (i === ex.dep) {
+        span.className += " dep";
+        span.id = "tb-dep";
+        span.title = "answer-losing departure: " + t[3];
+        mark = span;
+      }
       frag.appendChild(span);
     });
     tokens.appendChild(frag);
+    if (mark && jump) { mark.scrollIntoView({block: "center"}); }
     text("tb-question", ex.question);
     text("tb-reference", ex.reference);
     text("tb-base", ex.base === null ? "(no base-only answer for this id: generate one " +
          "with `dasd generate --method base` into the same folder)" : ex.base);
     text("tb-meta", ex.id + " | level " + ex.level + " | answer " + ex.extracted +
          " (gold " + ex.gold + ", " + (ex.correct ? "correct" : "wrong") + ") | " +
-         ex.t.length + " tokens");
+         ex.t.length + " tokens" + (ex.dep === null || ex.dep === undefined ? "" :
+         " | answer-losing departure at token " + ex.dep + " (outlined)"));
   }
   function fillExamples() {
     var list = data.examples[methodSel.value] || [];
@@ -71,10 +81,11 @@ JS = """
       var option = document.createElement("option");
       option.value = String(i);
       option.textContent = ex.id + " (level " + ex.level + ", " +
-        (ex.correct ? "correct" : "wrong") + ")";
+        (ex.correct ? "correct" : "wrong") +
+        (ex.dep === null || ex.dep === undefined ? "" : ", departs at token " + ex.dep) + ")";
       exampleSel.appendChild(option);
     });
-    render();
+    render(false);
   }
   data.methods.forEach(function (m) {
     var option = document.createElement("option");
@@ -83,7 +94,7 @@ JS = """
     methodSel.appendChild(option);
   });
   methodSel.addEventListener("change", fillExamples);
-  exampleSel.addEventListener("change", render);
+  exampleSel.addEventListener("change", function () { render(true); });
   document.querySelectorAll("input[name=tb-color]").forEach(function (radio) {
     radio.addEventListener("change", function () {
       document.getElementById("tb-view").className = "by-" + radio.value;
@@ -141,7 +152,9 @@ def _browser_html(browser: dict[str, Any]) -> str:
     return f"""
 <h2 id="browser">Token browser</h2>
 <p class="about">Each response token coloured by its DASD category or by its base-model
-probability; hover a token for p_base, p_ref, its reference rank and category.</p>
+probability; hover a token for p_base, p_ref, its reference rank and category. An
+outlined token is an answer-losing departure (section 4c): choosing that example jumps to
+it.</p>
 <p><label>method <select id="tb-method"></select></label>
 <label>example <select id="tb-example"></select></label>
 colour by <label><input type="radio" name="tb-color" value="category" checked> category</label>

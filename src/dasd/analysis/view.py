@@ -17,9 +17,12 @@ from dasd.analysis.data import (
     load_tokenizer_offline,
     token_texts,
 )
+from dasd.analysis.departures import first_departure, token_class
+from dasd.analysis.frontier import SD, role
 from dasd.analysis.plots import method_sort_key
 from dasd.analysis.tokens import COLOR_BY, background, foreground, legend, token_records
 from dasd.errors import DasdError
+from dasd.stats import split_sample_id
 
 
 def find_example(rows: list[dict[str, Any]], example_id: str) -> dict[str, Any] | None:
@@ -37,13 +40,27 @@ def find_example(rows: list[dict[str, Any]], example_id: str) -> dict[str, Any] 
     return None
 
 
-def render_example(row: dict[str, Any], texts: list[str], color_by: str = "category") -> Text:
-    """The response as rich Text, one background colour per token."""
+def render_example(row: dict[str, Any], texts: list[str], color_by: str = "category",
+                   mark: int | None = None) -> Text:
+    """The response as rich Text, one background colour per token; token `mark` (an
+    answer-losing departure) bold, underlined and framed by brackets."""
     out = Text()
-    for token in token_records(row, texts):
+    for i, token in enumerate(token_records(row, texts)):
         bg = background(color_by, token["category"], token["p_base"])
-        out.append(token["text"], style=Style(bgcolor=bg, color=foreground(bg)))
+        style = Style(bgcolor=bg, color=foreground(bg), bold=i == mark, underline=i == mark)
+        out.append(f"[{token['text']}]" if i == mark else token["text"], style=style)
     return out
+
+
+def departure_in(f: GeneratedFile, row: dict[str, Any], sd: GeneratedFile | None) -> int | None:
+    """Where `row` left the reference top-1, if that lost its answer: it is wrong and sd's
+    sample of the same problem is right (None otherwise, and for sd and base rows)."""
+    if sd is None or f is sd or row.get("correct") or row.get("method") in ("sd", "base"):
+        return None
+    problem = split_sample_id(row["id"])[0]
+    if not any(r["id"] == problem and r.get("correct") for r in sd.rows):
+        return None
+    return first_departure(row)
 
 
 def legend_text(color_by: str) -> Text:
@@ -55,15 +72,21 @@ def legend_text(color_by: str) -> Text:
 
 
 def _print_example(console: Console, f: GeneratedFile, row: dict[str, Any], texts: list[str],
-                   color_by: str) -> None:
+                   color_by: str, mark: int | None = None) -> None:
     verdict = "correct" if row.get("correct") else "wrong"
     console.rule(Text(f"{f.label} | {row['id']} | level {row.get('level')} | answer "
                       f"{row.get('extracted_answer')} (gold {row.get('gold_answer')}, "
                       f"{verdict})"))
     console.print(Text("question: ", style="bold") + Text(str(row.get("question", ""))))
     console.print(Text("response:", style="bold"))
-    console.print(render_example(row, texts, color_by))
+    console.print(render_example(row, texts, color_by, mark))
     console.print(legend_text(color_by))
+    if mark is not None:
+        stats = row["tokens"]
+        console.print(Text(f"answer-losing departure at token {mark} [{texts[mark]}] "
+                           f"({token_class(texts[mark])}; p_ref {stats['p_ref'][mark]:.4f}, "
+                           f"p_base {stats['p_base'][mark]:.4f}): sd is right here, and up to "
+                           "this token the two responses are the same", style="bold"))
     console.print(Text("reference: ", style="bold") + Text(str(row.get("reference", "")),
                                                             style="dim"))
 
@@ -83,9 +106,11 @@ def show(path: str | Path, example_id: str, color_by: str = "category", *,
         ids = [str(r.get("id")) for f in files for r in f.rows[:3]]
         raise DasdError(f"no example with id '{example_id}' in {path}; ids look like "
                         f"{', '.join(ids)}")
+    sd = next((f for f in files if role(f.rows) == SD), None)
     for f, row in found:
         _print_example(console, f, row, token_texts(_tokenizer(f, tokenizer),
-                                                    row["completion_ids"]), color_by)
+                                                    row["completion_ids"]), color_by,
+                       departure_in(f, row, sd))
 
 
 def _tokenizer(f: GeneratedFile, given: Any) -> Any:

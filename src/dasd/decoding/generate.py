@@ -6,6 +6,7 @@ Writes one JSON line per example (flushed per batch; rerunning resumes), a resol
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -24,7 +25,7 @@ from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model
 from dasd.progress import progress_bar
 from dasd.records import append_rows, pending_batches, sidecar
-from dasd.stats import summarize
+from dasd.stats import sample_id, summarize
 from dasd.tasks import Example, select_split
 from dasd.tasks.base import AnswerCheck, decode_and_check
 from dasd.tasks.prompts import encode, render_prompts
@@ -47,6 +48,10 @@ class GenerateConfig(DecodeStageConfig):
     chunk_size: int | None = field(default=None, metadata={
         "help": "draft-verify: tokens per draft (default: adapts to the acceptance rate)",
         "effect": "none"})
+    samples: int = field(default=1, metadata={
+        "help": "generations per problem (for a sampling method, e.g. dasd-sample); sample "
+                "1 keeps the problem's id, sample k >= 2 is written as '<id>#s<k>'",
+        "effect": STAGE, "omit_default": True})
     high_ppl_threshold: float = field(default=2.5, metadata={
         "help": "a token is high-PPL when exp(-log p_base) exceeds this (paper: 2.5)",
         "effect": STAGE})
@@ -74,6 +79,8 @@ class GenerateConfig(DecodeStageConfig):
             raise DasdError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
         if self.engine == "draft-verify":
             check_rule(rule)
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise DasdError(f"samples must be an integer >= 1; got {self.samples!r}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise DasdError(f"chunk_size must be >= 1 (or unset: adaptive); got {self.chunk_size}")
 
@@ -86,6 +93,15 @@ class GenerateConfig(DecodeStageConfig):
         if self.engine == "step":
             return decode_pairs
         return functools.partial(decode_pairs_draft_verify, chunk_size=self.chunk_size)
+
+
+def with_samples(examples: list[Example], samples: int) -> list[Example]:
+    """Every problem `samples` times, sample by sample: first all problems' sample 1 (their
+    own ids, so these rows are exactly a single-sample run's and a larger `samples`
+    extends a file like a larger limit), then all problems' sample 2 (`<id>#s2`), ...
+    A sampling rule seeds each row by its id, so the samples differ."""
+    return [dataclasses.replace(e, id=sample_id(e.id, k)) if k > 1 else e
+            for k in range(1, samples + 1) for e in examples]
 
 
 def _rounded(values: list[float]) -> list[float]:
@@ -126,6 +142,7 @@ def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, An
     rule = config.rule()
     selection = select_split(config)
     task, template, examples = selection.task, selection.template, selection.examples
+    examples = with_samples(examples, config.samples)
     plan = ShardPlan.from_env()
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, plan.device(config.device))

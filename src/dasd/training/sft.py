@@ -100,6 +100,10 @@ class TrainConfig:
     rejected: Literal["drop", "reference"] = field(default="drop", metadata={
         "help": "rejected rows: drop them (DASD recipe) or train on the problem's original "
                 "reference instead (Yang et al. 2024's self-distillation)"})
+    per_problem: Literal["first", "all"] = field(default="first", metadata={
+        "help": "with several samples per problem (generate --samples n): train on the first "
+                "correct sample of each problem, or on all of them",
+        "omit_default": True})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
@@ -209,7 +213,7 @@ class TrainConfig:
 
     def row_filter(self) -> RowFilter:
         return RowFilter(self.only_correct, self.drop_length_capped, self.reject_mentions,
-                         rejected=self.rejected)
+                         rejected=self.rejected, per_problem=self.per_problem)
 
     def target_modules(self) -> str | list[str]:
         return target_modules(self.lora_target_modules)

@@ -12,10 +12,11 @@ from typing import Any, Protocol
 
 import torch
 
-from dasd.config import build_settings, did_you_mean
+from dasd.config import build_settings, did_you_mean, omitted
 from dasd.decoding.rules.base import BaseRule
 from dasd.decoding.rules.common import CATEGORY_NAMES, Selection, ranked_top_k
 from dasd.decoding.rules.dasd import DASDRule
+from dasd.decoding.rules.dasd_sample import SampledDASDRule
 from dasd.decoding.rules.hint import HintRule
 from dasd.decoding.rules.sd import SDRule
 from dasd.errors import DasdError
@@ -28,11 +29,15 @@ class SelectionRule(Protocol):
     def select(self, ref_logprobs: torch.Tensor, base_logprobs: torch.Tensor) -> Selection: ...
 
 
-RULES: dict[str, type] = {"dasd": DASDRule, "sd": SDRule, "base": BaseRule, "hint": HintRule}
+RULES: dict[str, type] = {"dasd": DASDRule, "sd": SDRule, "base": BaseRule, "hint": HintRule,
+                          "dasd-sample": SampledDASDRule}
 
 
 def rule_settings(rule: Any) -> dict[str, Any]:
-    return dataclasses.asdict(rule)
+    """Every setting of a rule (the stage's seed too), as recorded in each row; settings
+    newer than the format are left out at their default (`dasd.config.omitted`)."""
+    return {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule)
+            if f.init and not omitted(f, getattr(rule, f.name))}
 
 
 def get_rule(method: str) -> type:

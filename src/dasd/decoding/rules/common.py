@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from dasd.stats import BASE_SELECTED, CATEGORY_NAMES, CONSISTENT, HARD, RESERVED
+from dasd.stats import BASE_SELECTED, CATEGORY_NAMES, CONSISTENT, GUARDED, HARD, RESERVED
 
-__all__ = ["BASE_SELECTED", "CATEGORY_NAMES", "CONSISTENT", "HARD", "RESERVED", "Selection",
-           "label_steps", "ranked_top_k"]
+__all__ = ["BASE_SELECTED", "CATEGORY_NAMES", "CONSISTENT", "GUARDED", "HARD", "RESERVED",
+           "Selection", "label_steps", "ranked_top_k"]
 
 
 @dataclass
