@@ -20,6 +20,15 @@ while decoding (the resident weights included; the higher peak of loading is res
 /proc/self/clear_refs) or its peak allocated CUDA memory. It also counts the problems on
 which (b) and (c) emitted identical tokens (they should all be; float32 rounding may rarely
 split a tie).
+
+Batching (`--batching-only` runs just this): the step engine with static batches (the next
+examples start when the whole batch has ended) against continuous batching (an ending
+example's rows go to the next waiting one), on `--batching-limit` problems whose response
+lengths are forced (EOS ignored, each example stops at its drawn length) and drawn like
+MATH's (`math_like_lengths`, times `--length-scale` to fit a CPU). It reports the share
+of the batch's row slots that held a decoding example, tokens/s and their ratio; the two
+modes take turns (static, continuous, continuous, static) in one process and must emit
+the same tokens.
 """
 
 from __future__ import annotations
@@ -223,6 +232,51 @@ def only(args) -> None:
     print(json.dumps({"peak_mb": peak, "reset": reset}))
 
 
+def math_like_lengths(n: int, scale: float, seed: int = 0) -> list[int]:
+    """Response lengths like MATH's: log-normal, fitted to the token lengths of the MATH
+    training solutions under SmolLM2's tokenizer (median 165, 90th percentile 500, 99th
+    1,071), clipped to 100-2,000 tokens, times `scale` (at least 1)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = (165 * torch.exp(0.86 * torch.randn(n, generator=g, dtype=torch.float64)))
+    return [max(1, round(x * scale)) for x in lengths.clamp(100, 2000).tolist()]
+
+
+def measure_batching(model, tokenizer, pairs, batch_size: int, scale: float) -> dict:
+    """Static vs continuous batching of the step engine on forced MATH-like lengths: the
+    share of row slots (2 x `batch_size` per forward) that held a decoding example, and
+    tokens/s, the modes taking turns so that load from other users falls on both."""
+    lengths = math_like_lengths(len(pairs), scale)
+    refs, bases = [r for r, _ in pairs], [b for _, b in pairs]
+    seconds, share, tokens = defaultdict(float), {}, {}
+    for mode in ("static", "continuous", "continuous", "static"):
+        active = []  # examples decoding at each step
+        start = time.perf_counter()
+        traces = decode_pairs(model, refs, bases, build_rule("dasd"), [], lengths,
+                              tokenizer.pad_token_id, on_step=active.append,
+                              batch_size=batch_size, continuous=mode == "continuous")
+        seconds[mode] += time.perf_counter() - start
+        share[mode] = sum(active) / (len(active) * batch_size)
+        tokens.setdefault(mode, [t.token_ids for t in traces])
+    rates = {mode: 2 * sum(lengths) / seconds[mode] for mode in share}
+    return {"lengths": lengths, "share": share, "rates": rates,
+            "same": tokens["static"] == tokens["continuous"]}
+
+
+def report_batching(args, result: dict) -> None:
+    lengths, share, rates = result["lengths"], result["share"], result["rates"]
+    ordered = sorted(lengths)
+    print(f"\nbatching: {len(lengths)} arith train problems, batch {args.batching_batch}, "
+          f"response lengths forced, MATH-like x {args.length_scale} (min "
+          f"{ordered[0]}, median {ordered[len(ordered) // 2]}, max {ordered[-1]}, "
+          f"{sum(lengths)} tokens)\n")
+    print("| step engine batching | row slots doing useful work | tok/s | vs static |")
+    print("|---|---|---|---|")
+    for mode in ("static", "continuous"):
+        print(f"| {mode} | {100 * share[mode]:.1f}% | {rates[mode]:.1f} | "
+              f"{rates[mode] / rates['static']:.2f}x |")
+    print(f"\nsame tokens in both modes: {result['same']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -238,6 +292,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); 1 holds up better when "
                              "other processes share the cores")
+    parser.add_argument("--batching-limit", type=int, default=96,
+                        help="problems for static vs continuous batching (0: skip)")
+    parser.add_argument("--batching-batch", type=int, default=8)
+    parser.add_argument("--length-scale", type=float, default=0.1,
+                        help="MATH-like response lengths (100-2,000 tokens) times this")
+    parser.add_argument("--batching-only", action="store_true",
+                        help="measure static vs continuous batching only")
     parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -245,6 +306,12 @@ def main() -> None:
     if args.only:
         return only(args)
     model, tokenizer = load_model(args.model)
+    batching = None
+    if args.batching_limit:
+        batching = measure_batching(model, tokenizer, load_pairs(tokenizer, args.batching_limit),
+                                    args.batching_batch, args.length_scale)
+    if args.batching_only:
+        return report_batching(args, batching) if batching else None
     step_traces: list[TokenTrace] = []
     run, pairs = runners(model, tokenizer, args, step_traces), load_pairs(tokenizer, args.limit)
     measure_speed(run, pairs[:1], 1, TIMED)  # warm-up
@@ -258,6 +325,8 @@ def main() -> None:
     costs = forward_costs(model, pairs[0][0])
     report(args, model, weights, rows, naive_rate["naive"], len(pairs),
            acceptance_rate(step_traces[1:]), costs)
+    if batching:
+        report_batching(args, batching)
 
 
 def _mb(value: float | None) -> str:

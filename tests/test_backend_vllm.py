@@ -6,6 +6,7 @@ log-probabilities alone gives the step engine's tokens.
 """
 
 import sys
+from copy import deepcopy
 from types import SimpleNamespace
 
 import pytest
@@ -31,36 +32,74 @@ def top_entries(logprobs: torch.Tensor, k: int, own: int) -> dict[int, SimpleNam
 
 
 class FakeLLM:
-    """`LLM.generate` for token-id prompts, greedy, uncached, on a transformers model."""
+    """`LLM.generate` for token-id prompts on a transformers model, uncached: greedy
+    (temperature 0) or seeded sampling (temperature only), `n` answers per prompt,
+    stopping at `stop_token_ids` unless `ignore_eos` (the stop token kept in `token_ids`,
+    as vLLM does), one `SamplingParams` for all prompts or one each, and a LoRA adapter
+    per request (PEFT, merged into a copy of the model)."""
 
     def __init__(self, model) -> None:
-        self.model, self.params = model, []
+        self.model, self.params, self.lora_requests, self.adapted = model, [], [], {}
 
-    def _logprobs(self, ids: list[int]) -> torch.Tensor:
+    def _logprobs(self, model, ids: list[int]) -> torch.Tensor:
         with torch.inference_mode():
-            logits = self.model(input_ids=torch.tensor([ids])).logits[0]
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
         return torch.log_softmax(logits.float(), dim=-1)
 
-    def generate(self, requests, params, use_tqdm=True):
-        assert use_tqdm is False and params.temperature == 0.0
-        self.params.append(params)
-        return [self._one(list(r["prompt_token_ids"]), params) for r in requests]
+    def _with(self, lora_request):
+        if lora_request is None:
+            return self.model
+        if lora_request.lora_path not in self.adapted:
+            from peft import PeftModel
 
-    def _one(self, ids: list[int], params):
+            copy = PeftModel.from_pretrained(deepcopy(self.model), lora_request.lora_path)
+            self.adapted[lora_request.lora_path] = copy.merge_and_unload().eval()
+        return self.adapted[lora_request.lora_path]
+
+    def generate(self, requests, params, use_tqdm=True, lora_request=None):
+        assert use_tqdm is False
+        each = params if isinstance(params, list) else [params] * len(requests)
+        self.params += each
+        self.lora_requests.append(lora_request)
+        model = self._with(lora_request)
+        return [self._one(model, list(r["prompt_token_ids"]), p)
+                for r, p in zip(requests, each, strict=True)]
+
+    def _one(self, model, prompt: list[int], params):
         prompt_logprobs = None
         if getattr(params, "prompt_logprobs", None):
-            lp = self._logprobs(ids)
-            prompt_logprobs = [None] + [top_entries(lp[i - 1], params.prompt_logprobs, ids[i])
-                                        for i in range(1, len(ids))]
-        tokens, logprobs = [], []
+            lp = self._logprobs(model, prompt)
+            prompt_logprobs = [None] + [
+                top_entries(lp[i - 1], params.prompt_logprobs, prompt[i])
+                for i in range(1, len(prompt))]
+        seed = getattr(params, "seed", None)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        outputs = [self._complete(model, list(prompt), params, generator, index)
+                   for index in range(getattr(params, "n", 1))]
+        return SimpleNamespace(outputs=outputs, prompt_logprobs=prompt_logprobs)
+
+    def _complete(self, model, ids: list[int], params, generator, index: int):
+        temperature = params.temperature
+        if temperature:
+            assert getattr(params, "top_p", 1.0) == 1.0 and getattr(params, "top_k", -1) == -1
+        stops = set() if getattr(params, "ignore_eos", False) else set(
+            getattr(params, "stop_token_ids", None) or [])
+        tokens, logprobs, finish, stop_reason = [], [], "length", None
         for _ in range(params.max_tokens):
-            lp = self._logprobs(ids)[-1]
-            token = int(lp.argmax())
+            lp = self._logprobs(model, ids)[-1]
+            if temperature:
+                probs = torch.softmax(lp / temperature, dim=-1)
+                token = int(torch.multinomial(probs, 1, generator=generator))
+            else:
+                token = int(lp.argmax())
             tokens.append(token)
             logprobs.append(top_entries(lp, getattr(params, "logprobs", None) or 0, token))
             ids.append(token)
-        completion = SimpleNamespace(token_ids=tokens, logprobs=logprobs)
-        return SimpleNamespace(outputs=[completion], prompt_logprobs=prompt_logprobs)
+            if token in stops:
+                finish, stop_reason = "stop", token
+                break
+        return SimpleNamespace(index=index, token_ids=tokens, logprobs=logprobs,
+                               finish_reason=finish, stop_reason=stop_reason)
 
 
 def sampling_params(**kwargs):
@@ -90,6 +129,7 @@ def test_vllm_adapter_gives_the_step_engines_tokens(seed, method, settings, one_
     drafts = [p for p in llm.params if getattr(p, "logprobs", None)]
     scores = [p for p in llm.params if getattr(p, "prompt_logprobs", None)]
     assert drafts and len(drafts) == len(scores)
+    assert all(p.temperature == 0.0 for p in llm.params)  # drafts and scores are greedy
     assert all(p.logprobs == k_ref and p.ignore_eos for p in drafts)
     assert all(p.prompt_logprobs == n_base and p.max_tokens == 1 for p in scores)
 

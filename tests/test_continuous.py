@@ -113,7 +113,8 @@ def test_continuous_batches_give_the_previous_engines_traces(seed, method, setti
 @pytest.mark.parametrize("method", ["dasd", "sd", "base"])
 def test_continuous_batches_equal_uncached_decoding(method):
     model = make_model(VOCAB, seed=7, eos_id=EOS, eos_bias=0.8)
-    refs, bases = prompts(1, 6, 1, 40), prompts(2, 6, 1, 6)  # one-token prompts included
+    refs, bases = prompts(1, 6, 1, 40), prompts(2, 6, 1, 6)
+    refs[0], bases[0], bases[1] = refs[0][:1], bases[0][:1], bases[1][:1]  # nothing to prefill
     rule = build_rule(method)
     got = decode_pairs(model, refs, bases, rule, STOPS, 16, PAD, batch_size=2)
     assert_same(got, [naive_decode(model, r, b, rule, STOPS, 16)

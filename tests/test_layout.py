@@ -1,10 +1,10 @@
 """The pipeline's layering: a stage imports only earlier stages and shared helpers.
 
-Order: tasks -> decoding -> training -> evaluation -> analysis; `run` and `cli` sit on
-top, the shared helpers (`config`, `models`, `records`, `stats`, `distributed`,
-`errors`, `progress`) below every stage. The one allowed exception: a task owns its
-answer checker, which lives with the other checkers in `evaluation` (`answers`, `choice`,
-`sandbox*`).
+Order: tasks -> decoding -> training -> evaluation -> analysis; `run`, `export` (it reads
+a whole run: rows, adapters, summaries) and `cli` sit on top, the shared helpers
+(`config`, `models`, `records`, `stats`, `distributed`, `errors`, `progress`) below every
+stage. The one allowed exception: a task owns its answer checker, which lives with the
+other checkers in `evaluation` (`answers`, `choice`, `sandbox*`).
 """
 
 import ast
@@ -29,7 +29,7 @@ def imported_modules(path: Path) -> list[str]:
 
 def layer(module: list[str]) -> int | None:
     """Rank of a module path (['dasd', 'decoding', 'engine']): shared -1, stages 0..4,
-    `methods`/`run`/`cli` above them all."""
+    `methods`/`run`/`export`/`cli` above them all."""
     if len(module) < 2:
         return None
     top = module[1]
@@ -37,7 +37,7 @@ def layer(module: list[str]) -> int | None:
         return -1
     if top in STAGES:
         return STAGES.index(top)
-    return len(STAGES) if top in {"methods", "run", "cli"} else None
+    return len(STAGES) if top in {"methods", "run", "export", "cli"} else None
 
 
 def test_imports_run_downward():

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from dasd.errors import DasdError
 from dasd.training.losses import (
     da_opsd_loss,
+    direction_stats,
     direction_weights,
     opsd_loss,
     position_weights,
@@ -137,6 +138,38 @@ def test_da_loss_by_hand_and_gradient_direction():
     after = token_divergence(stepped, teacher, 0.0, None)[0]
     assert after[0] > before[0], "high-entropy token must be pushed away from the teacher"
     assert after[1] < before[1], "low-entropy token must be pulled toward the teacher"
+
+
+def test_push_cap_stops_the_push_and_leaves_the_pull():
+    # D (forward KL to T) = 0.192745 on the pushed S token, 0.044403 on the pulled S2 token
+    student = logits((S, S2)).requires_grad_(True)
+    teacher, mask = logits((T, T)), torch.tensor([[1, 1]])
+    capped = da_opsd_loss(student, teacher, mask, beta=0.0, clip=None, rho=0.2, push_cap=0.1)
+    expected = (math.tanh(-1.6) * 0.1 + math.tanh(0.4) * 0.044403) / 2
+    assert capped.item() == pytest.approx(expected, abs=1e-6)
+    capped.backward()
+    assert student.grad[0, 0].abs().max() == 0, "beyond the cap the push has no gradient"
+    assert student.grad[0, 1].abs().max() > 0, "the pulled token is never capped"
+    # a cap above the token's divergence changes nothing
+    wide = da_opsd_loss(student.detach(), teacher, mask, 0.0, None, 0.2, push_cap=0.5)
+    plain = da_opsd_loss(student.detach(), teacher, mask, 0.0, None, 0.2)
+    assert wide.item() == pytest.approx(plain.item(), abs=1e-12)
+    with pytest.raises(DasdError, match="push_cap must be > 0"):
+        da_opsd_loss(student.detach(), teacher, mask, push_cap=0.0)
+
+
+def test_direction_stats_by_hand():
+    # one rollout (S, S2, padding): S pushed, S2 pulled; the padded position counts nowhere
+    student, teacher = logits((S, S2, S)), logits((T, T, T))
+    mask = torch.tensor([[1, 1, 0]])
+    stats = direction_stats(student, teacher, mask, beta=0.0, clip=None, rho=0.2)
+    assert stats["pulled"].item() == pytest.approx(0.5)
+    assert stats["pushed"].item() == pytest.approx(0.5)
+    expected = (math.tanh(-1.6) * 0.192745 + math.tanh(0.4) * 0.044403) / 2
+    assert stats["signed_divergence"].item() == pytest.approx(expected, abs=1e-6)
+    # rho = 1: the quantile is the largest entropy, so the high-entropy token sits on it
+    everything = direction_stats(student, teacher, mask, beta=0.0, clip=None, rho=1.0)
+    assert (everything["pulled"].item(), everything["pushed"].item()) == (0.5, 0.0)
 
 
 def test_teacher_gets_no_gradient_and_identical_distributions_give_zero():

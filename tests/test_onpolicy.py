@@ -18,6 +18,7 @@ from dasd.tasks import get_task
 from dasd.tasks.prompts import render_prompts
 from dasd.training.onpolicy import METHODS, OnPolicyConfig, train_onpolicy
 from dasd.training.onpolicy.trainer import build_dataset, build_trainer
+from dasd.training.rewards import REWARD_LOG_KEY
 from tests.conftest import make_model, make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,12 +42,14 @@ def test_each_method_trains_and_saves_a_loadable_adapter(tmp_path, method):
     model = tiny(tokenizer)
     fresh = copy.deepcopy(model)
     out = tmp_path / method
-    summary = train_onpolicy(fast(out, method=method), model, tokenizer)
+    groups = {"num_generations": 2} if METHODS[method].settings().reward_weight else {}
+    summary = train_onpolicy(fast(out, method=method, **groups), model, tokenizer)
     assert summary["steps"] == 3 and summary["method"] == method
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in log if "loss" in row]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert all("divergence" in row for row in log if "loss" in row)
+    assert all(REWARD_LOG_KEY in row for row in log if "loss" in row)  # every method's rollouts
     assert summary["seconds_per_step"] > 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["method"] == method and saved["trainer"]["learning_rate"] == 1e-2
@@ -151,6 +154,7 @@ def test_command_line_picks_the_method_from_yaml_and_refuses_unknown_ones(tmp_pa
     tokenizer.save_pretrained(tmp_path / "m")
     settings = {"method": "da-opsd", "model": str(tmp_path / "m"), "limit": 2,
                 "max_completion_length": 4, "per_device_train_batch_size": 2, "max_steps": 2,
+                "num_generations": 2,
                 "lora_r": 2,
                 "lora_alpha": 4}
     (tmp_path / "da.yaml").write_text(yaml.safe_dump(settings))

@@ -15,7 +15,8 @@ from dasd.tasks import TASKS, Example, PromptTemplate, get_task
 from dasd.tasks import io as task_io
 from dasd.tasks.arith import ArithTask, generate
 from dasd.tasks.gsm8k import GSM8KTask, parse_solution
-from dasd.tasks.math import MathTask, parse_level
+from dasd.tasks.io import parse_level
+from dasd.tasks.math import MathTask
 from dasd.tasks.prompts import check_template, load_prompt_template, render_prompts
 from tests.conftest import write_jsonl
 
@@ -207,7 +208,30 @@ def test_math_hub_layout(tmp_path: Path) -> None:
 
 
 def test_parse_level() -> None:
-    assert [parse_level(v) for v in ("Level 3", 4, None, "Level ?", "2")] == [3, 4, None, None, 2]
+    levels = [parse_level(v, "x.jsonl:1") for v in ("Level 3", 4, None, "Level ?", "2")]
+    assert levels == [3, 4, None, None, 2]
+    with pytest.raises(DasdError, match=r"x.jsonl:1: level must be an integer .* got 'hard'"):
+        parse_level("hard", "x.jsonl:1")
+
+
+@pytest.mark.parametrize("task, row, message", [
+    ("arith", {"question": "1+1?", "reference": "2", "answer": "2", "level": "hard"},
+     "rows.jsonl:1: level must be an integer"),
+    ("math", {"problem": "p", "solution": "\\boxed{1}", "level": "hard"},
+     "rows.jsonl:1: level must be an integer"),
+    ("gsm8k", {"question": ["a", "list"], "answer": "x #### 1"},
+     "rows.jsonl:1: field 'question' must be text, got list"),
+    ("gsm8k", {"question": "what is \ud800?", "answer": "x #### 1"},
+     "rows.jsonl:1: field 'question' holds a lone UTF-16 surrogate"),
+])
+def test_malformed_rows_are_one_line_errors(tmp_path, task, row, message) -> None:
+    from dasd.tasks import get_task
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DasdError, match=message) as err:
+        get_task(task).load("train", path=str(path))
+    assert "\n" not in str(err.value)
 
 
 # --- reading rows and their errors ----------------------------------------------------------

@@ -237,6 +237,20 @@ def _cmd_show(args: argparse.Namespace) -> None:
     show(config.path, config.id, config.color_by, console=results)
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from dasd.export import ExportConfig, export
+
+    summary = export(config_from_args(ExportConfig, args))
+    if summary.get("adapter"):
+        results.print(f"adapter {summary['source']} -> {summary['out']}")
+    else:
+        kept = ", ".join(f"{m} {n}" for m, n in summary["per_method"].items())
+        results.print(f"{summary['rows']} of {summary['read']} rows ({kept}) -> "
+                      f"{summary['out']} ({summary['style']}, {summary['format']}, README.md)")
+    if summary.get("hub_url"):
+        results.print(f"pushed: {summary['hub_url']}")
+
+
 def _config_cls(module: str, name: str) -> Callable[[], tuple[type, ...]]:
     def load() -> tuple[type, ...]:
         return (getattr(importlib.import_module(module), name),)
@@ -258,11 +272,14 @@ COMMANDS: dict[str, tuple[str, Callable[[], type], Callable[[argparse.Namespace]
                 _config_cls("dasd.analysis", "AnalyzeConfig"), _cmd_analyze),
     "show": ("one generated example, token by token, coloured in the terminal",
              lambda: (ShowConfig,), _cmd_show),
+    "export": ("generated rows as a Hugging Face dataset in TRL's formats (or an adapter as a "
+               "model folder), with a card; --push-to-hub uploads it",
+               _config_cls("dasd.export", "ExportConfig"), _cmd_export),
 }
 
 # Commands whose first argument may be given without a flag: (metavar, config field).
 POSITIONAL = {"run": ("CONFIG.yaml", "config"), "analyze": ("PATH", "path"),
-              "show": ("PATH", "path")}
+              "show": ("PATH", "path"), "export": ("RUN_OR_JSONL", "path")}
 
 
 class _Version(argparse.Action):

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import difflib
 import hashlib
+import importlib
 import json
 import subprocess
 import types
@@ -83,9 +84,11 @@ def _coerce(value: Any, tp: Any, key: str, checked: bool = False) -> Any:
             if inner is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return inner(value)
-    except (TypeError, ValueError) as err:
-        raise DasdError(f"config key '{key}' expects {getattr(inner, '__name__', inner)}, "
-                        f"got {value!r}") from err
+    except (TypeError, ValueError, yaml.YAMLError):
+        shape = " (a YAML mapping, e.g. '{name: value}')" if inner is dict or origin is dict \
+            else ""
+        raise DasdError(f"config key '{key}' expects {getattr(inner, '__name__', inner)}"
+                        f"{shape}, got {value!r}") from None
     return value
 
 
@@ -196,15 +199,13 @@ def _extra_leaves(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
 
 
 def field_help(f: dataclasses.Field) -> str:
-    """A field's help; a callable help is derived when asked (e.g. from a registry)."""
+    """A field's help, with the names of the registry its `choices` metadata points at
+    ("module:NAME", looked up only when help is shown: this module imports no stage)."""
     text = f.metadata.get("help", "")
-    return text() if callable(text) else text
-
-
-def task_help() -> str:
-    from dasd.tasks import TASKS
-
-    return f"task name: {', '.join(TASKS)}"
+    if "choices" in f.metadata:
+        module, name = f.metadata["choices"].split(":")
+        text += ": " + ", ".join(getattr(importlib.import_module(module), name))
+    return text
 
 
 def config_keys(cls: type) -> dict[str, tuple[str, Any]]:
@@ -409,7 +410,7 @@ class ProblemConfig:
     device: str = field(default="auto", metadata={
         "help": "auto, cpu, cuda, cuda:1, mps", "effect": "none"})
     task: str = field(default="arith", metadata={
-        "help": task_help})
+        "help": "task name", "choices": "dasd.tasks:TASKS"})
     split: str = field(default="train", metadata={"help": "data split"})
     data: str | None = field(default=None, metadata={
         "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
@@ -432,6 +433,10 @@ class ProblemConfig:
     out: str | None = field(default=None, metadata={"help": "output path", "effect": "none"})
     overwrite: bool = field(default=False, metadata={
         "help": "start over instead of resuming an existing output", "effect": "none"})
+    skip_long_prompts: bool = field(default=False, metadata={
+        "help": "leave out (and name) problems whose prompt does not fit the model's context "
+                "beside the new-token budget; by default such a prompt stops the run before "
+                "anything is written", "effect": STAGE})
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:

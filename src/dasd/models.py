@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -106,14 +107,27 @@ def resolve_model(spec: str) -> str:
             raise DasdError(f"model file not found: {spec}")
         return str(_converted(path))
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise DasdError(f"model directory {spec} has no config.json: give a directory "
-                            "written by save_pretrained, a .gguf file or a hub id")
+        _check_model_dir(path, spec)
         return str(path)
     if _HUB_ID.match(spec) and not path.exists():
         return spec
     raise DasdError(f"unknown model '{spec}': give a hub id (org/name), a local model directory, "
                     f"a .gguf file, or one of: {', '.join(EMBEDDED_MODELS)}")
+
+
+def _check_model_dir(path: Path, spec: str) -> None:
+    """A local model directory needs a config.json naming its model type."""
+    fix = "give a directory written by save_pretrained, a .gguf file or a hub id"
+    config = path / "config.json"
+    if not config.is_file():
+        raise DasdError(f"model directory {spec} has no config.json: {fix}")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError):
+        raise DasdError(f"{config} is not a JSON object of model settings: {fix}") from None
+    if not model_type:
+        raise DasdError(f"{config} names no model_type, so {spec} is not a model directory: "
+                        f"{fix}")
 
 
 def _converted(gguf: Path) -> Path:
@@ -170,11 +184,22 @@ def load_model(spec: str, dtype: str = "auto", device: str = "auto"):
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=pick_dtype(dtype, target))
         tokenizer = load_tokenizer(spec)
-    except OSError as err:
+    except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DasdError(f"could not load model '{spec}': {first}") from err
     model.to(target).eval()
     return model, tokenizer
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model takes (prompt + new tokens), when its config says."""
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
+def prompt_limit(model, new_tokens: int) -> int | None:
+    """The longest prompt that leaves room for `new_tokens` in the model's context."""
+    context = context_length(model)
+    return None if context is None else context - new_tokens
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:

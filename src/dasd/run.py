@@ -29,13 +29,13 @@ from dasd.config import (
     fingerprint,
     settings_dict,
     settings_flags,
-    task_help,
     write_resolved_config,
 )
 from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
 from dasd.evaluation.evaluate import EvalConfig, evaluate
 from dasd.methods import DECODE, REFERENCE, Method, all_settings, get_method, methods
+from dasd.records import check_writable
 from dasd.training import TrainConfig, train
 from dasd.training.onpolicy import METHODS as ONPOLICY_METHODS
 from dasd.training.onpolicy import OnPolicyConfig, train_onpolicy
@@ -176,7 +176,7 @@ class RunConfig:
     model: str = field(default="smollm2-135m", metadata={
         "help": "hub id, local model directory, .gguf file, or 'smollm2-135m'"})
     task: str = field(default="arith", metadata={
-        "help": task_help})
+        "help": "task name", "choices": "dasd.tasks:TASKS"})
     seed: int = field(default=0, metadata={"help": "seed of data, LoRA init and shuffling"})
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16, float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
@@ -455,14 +455,15 @@ def run(config: RunConfig) -> dict[str, Any]:
 
     root = Path(config.out_dir)
     selections = select_problems(config)  # a missing data file stops here, before the model
-    root.mkdir(parents=True, exist_ok=True)
+    check_writable(root, is_dir=True, flag="out_dir")
+    start = time.perf_counter()
+    model, tokenizer = load_model(config.model, config.dtype, config.device)
+    root.mkdir(parents=True, exist_ok=True)  # only once the model loads: nothing half-made
     write_resolved_config(config, root / "config.yaml")
     with (root / "config.yaml").open("a") as fh:  # the problems drawn, id by id
         fh.write(yaml.safe_dump({"problems": problems_record(selections, ids=True)},
                                 sort_keys=False))
     log.info("run folder: %s", root)
-    start = time.perf_counter()
-    model, tokenizer = load_model(config.model, config.dtype, config.device)
     results: dict[str, Any] = {}
     if config.origin and not config.generate_only:
         eval_config = config.eval_config(ORIGIN, None)

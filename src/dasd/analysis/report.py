@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dasd import __version__
-from dasd.analysis import departures, frontier, plots, tables
+from dasd.analysis import departures, frontier, onpolicy, plots, tables
 from dasd.analysis.data import (
     GeneratedFile,
     find_generated,
@@ -243,6 +243,7 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
         "divergence, comparable across the on-policy methods.",
         {"training_loss": loss},
         note=None if loss else f"no training logs (train/*/train_log.jsonl) under {root}"))
+    sections.append(onpolicy.onpolicy_section(logs))
     phi_runs, missing = _with_keys(files, {"base_entropy"}, rows_of)
     sections.append(Section(
         "phi", "6. Distribution fit phi",
@@ -281,6 +282,8 @@ def draw(section: Section, config: AnalyzeConfig, segmentation: str):
         return plots.plot_training_levels(main)
     if section.key == "training_loss":
         return plots.plot_training_loss(main)
+    if section.key == "onpolicy":
+        return onpolicy.plot_onpolicy(main)
     return plots.plot_phi(main, subset)
 
 

@@ -21,17 +21,18 @@ from dasd.decoding.draft_verify import check_rule, decode_pairs_draft_verify
 from dasd.decoding.engine import TokenTrace, decode_batches, decode_pairs
 from dasd.decoding.rules import RULES, build_rule, rule_settings
 from dasd.decoding.sharding import ShardPlan, finish, prepare
+from dasd.decoding.vllm_model import VLLMSettings, decode_pairs_on_vllm, served_model
 from dasd.errors import DasdError
-from dasd.models import eos_token_ids, load_model
+from dasd.models import eos_token_ids, load_model, prompt_limit
 from dasd.progress import progress_bar
-from dasd.records import append_rows, pending_batches, sidecar
+from dasd.records import append_rows, check_writable, pending_batches, sidecar
 from dasd.stats import sample_id, summarize
 from dasd.tasks import Example, select_split
 from dasd.tasks.base import AnswerCheck, decode_and_check
-from dasd.tasks.prompts import encode, render_prompts
+from dasd.tasks.prompts import encode, fit_context, render_prompts
 
 log = logging.getLogger(__name__)
-ENGINES = ("step", "draft-verify")
+ENGINES = ("step", "draft-verify", "vllm")
 
 @dataclass
 class GenerateConfig(DecodeStageConfig):
@@ -41,13 +42,16 @@ class GenerateConfig(DecodeStageConfig):
     settings: dict = field(default_factory=dict, metadata={
         "help": "the method's own settings, e.g. '{top_k: 9, tau: 0.25}' for dasd; each is "
                 "also a flag of its own (--top-k 9)"})
-    engine: Literal["step", "draft-verify"] = field(default="step", metadata={
+    engine: Literal["step", "draft-verify", "vllm"] = field(default="step", metadata={
         "help": "step: both contexts advance one token per forward; draft-verify: the "
                 "reference drafts a chunk, the base scores it in one pass (same tokens; "
-                "dasd/sd/base only)", "effect": "none"})
+                "dasd/sd/base only); vllm: draft-verify served by vLLM (GPU, installed in "
+                "its own environment)", "effect": "none"})
     chunk_size: int | None = field(default=None, metadata={
-        "help": "draft-verify: tokens per draft (default: adapts to the acceptance rate)",
-        "effect": "none"})
+        "help": "draft-verify, vllm: tokens per draft (default: adapts to the acceptance "
+                "rate)", "effect": "none"})
+    vllm: VLLMSettings = field(default_factory=VLLMSettings, metadata={
+        "help": "engine vllm: its memory and length settings", "effect": "none"})
     samples: int = field(default=1, metadata={
         "help": "generations per problem (for a sampling method, e.g. dasd-sample); sample "
                 "1 keeps the problem's id, sample k >= 2 is written as '<id>#s<k>'",
@@ -77,7 +81,7 @@ class GenerateConfig(DecodeStageConfig):
         self.settings = settings_dict(rule)
         if self.engine not in ENGINES:
             raise DasdError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
-        if self.engine == "draft-verify":
+        if self.engine in ("draft-verify", "vllm"):
             check_rule(rule)
         if not isinstance(self.samples, int) or self.samples < 1:
             raise DasdError(f"samples must be an integer >= 1; got {self.samples!r}")
@@ -92,6 +96,8 @@ class GenerateConfig(DecodeStageConfig):
         """The engine's decode function (`decode_pairs` signature)."""
         if self.engine == "step":
             return decode_pairs
+        if self.engine == "vllm":
+            return functools.partial(decode_pairs_on_vllm, chunk_size=self.chunk_size)
         return functools.partial(decode_pairs_draft_verify, chunk_size=self.chunk_size)
 
 
@@ -139,13 +145,17 @@ def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, An
     the shares into `out` (`dasd.decoding.sharding`); other ranks return their part's summary.
     """
     out = Path(config.out)
+    check_writable(out)
     rule = config.rule()
     selection = select_split(config)
     task, template, examples = selection.task, selection.template, selection.examples
     examples = with_samples(examples, config.samples)
     plan = ShardPlan.from_env()
-    if model is None:
+    if config.engine == "vllm":
+        model, tokenizer = served_model(config, model, tokenizer, rule=rule)
+    elif model is None:
         model, tokenizer = load_model(config.model, config.dtype, plan.device(config.device))
+    examples, skipped = _fitting(config, template, examples, model, tokenizer)
     target, mine, done = prepare(plan, config, out, examples)
     tokens, seconds = _decode_missing(config, task, template, mine, done, rule, model,
                                       tokenizer, target)
@@ -154,10 +164,25 @@ def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, An
     summary.update(method=config.method, settings=rule_settings(rule), output=str(output),
                    problems=selection.record(),
                    new_tokens=tokens, decode_seconds=seconds,
-                   tokens_per_second=tokens / seconds if seconds else None)
+                   tokens_per_second=tokens / seconds if seconds else None,
+                   skipped_long_prompts=skipped)
     if output == out:
         sidecar(out, "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _fitting(config: GenerateConfig, template, examples: list[Example], model,
+             tokenizer) -> tuple[list[Example], list[str]]:
+    """The examples whose longer context fits the model beside `max_new_tokens`."""
+    lengths = [max(len(encode(tokenizer, text)) for text in
+                   render_prompts(tokenizer, template, e, config.chat_template_kwargs))
+               for e in examples]
+    kept, skipped = fit_context(examples, lengths, prompt_limit(model, config.max_new_tokens),
+                                config.skip_long_prompts, "prompt (reference or base context)")
+    if skipped:
+        log.warning("left out %d problems whose prompt does not fit the context: %s",
+                    len(skipped), ", ".join(skipped))
+    return kept, skipped
 
 
 def _decode_missing(config, task, template, examples, done, rule, model, tokenizer,

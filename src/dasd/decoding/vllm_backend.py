@@ -5,8 +5,12 @@ vLLM cannot run two contexts in lockstep, but it can do the two things a round n
 greedy generation of the reference contexts with each position's top-K log-probabilities
 (`SamplingParams(temperature=0, max_tokens=L, logprobs=K)`), and scoring of the base
 contexts followed by the drafted tokens (`prompt_logprobs=n`). With prefix caching on, a
-rejected draft costs nothing to roll back: the next round's prompts share every block up
-to the accepted tokens.
+rejected draft costs nothing to roll back on the reference side: the next round's prompts
+share every block up to the accepted tokens. The base side does not get that: vLLM (v1)
+computes prompt log-probabilities by skipping the prefix cache, so each round prefills a
+row's whole base context again, and the scoring cost of a response grows with the square
+of its length (rounds x context). Long traces pay for it; a larger chunk means fewer
+rounds.
 
 Exactness: at most floor(1/tau) tokens can have base probability >= tau, so the base
 top-floor(1/tau) plus each drafted token's own log-probability decides DASD's rule, its
@@ -15,7 +19,9 @@ computed over the returned tokens only: the base entropy, and reference ranks be
 
 Not exercised on CPU: vLLM pins its own torch and needs a GPU, so install it in a separate
 environment (`pip install vllm`). The tests drive this adapter with a fake `LLM` built on
-a tiny transformers model, which checks the parsing of outputs shaped like vLLM's.
+a tiny transformers model, which checks the parsing of outputs shaped like vLLM's; one
+test runs real vLLM where it and a GPU are present. `dasd generate --engine vllm` reaches
+it through `dasd.decoding.vllm_model`.
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ from dasd.decoding.rules import SelectionRule
 from dasd.errors import DasdError
 
 
-def import_vllm():
+def import_vllm(needed_by: str = "the vLLM engine"):
+    """The `vllm` module, or one line saying how to install it where it can live."""
     try:
         import vllm
     except ImportError as error:
-        raise DasdError("the vLLM engine needs vLLM, which is not installed: pip install vllm "
-                        "(in a separate environment, it pins its own torch)") from error
+        raise DasdError(f"{needed_by} needs vLLM, which is not installed here; it pins its own "
+                        "torch and transformers, so give it an environment of its own: python "
+                        "-m venv .venv-vllm && .venv-vllm/bin/pip install vllm -e .") from error
     return vllm
 
 

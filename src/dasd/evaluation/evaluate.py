@@ -21,19 +21,27 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from dasd.config import STAGE, DecodeStageConfig
 from dasd.decoding.cache import generation_cache
+from dasd.decoding.vllm_model import VLLMModel, VLLMSettings, served_model
 from dasd.errors import DasdError
-from dasd.models import eos_token_ids, load_model
+from dasd.models import eos_token_ids, load_model, prompt_limit
 from dasd.progress import progress_bar
-from dasd.records import append_rows, finished_rows, open_output, pending_batches, sidecar
+from dasd.records import (
+    append_rows,
+    check_writable,
+    finished_rows,
+    open_output,
+    pending_batches,
+    sidecar,
+)
 from dasd.tasks import Example, Task, select_split
 from dasd.tasks.base import AnswerCheck, decode_and_check
-from dasd.tasks.prompts import encode, render_prompts
+from dasd.tasks.prompts import encode, fit_context, render_prompts
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,12 @@ class EvalConfig(DecodeStageConfig):
         "help": "k of pass@k, 1 <= k <= samples (default: samples)", "effect": STAGE})
     sample_seed: int = field(default=0, metadata={
         "help": "seed of the sampled answers (`seed` chooses the arith problems)"})
+    backend: Literal["transformers", "vllm"] = field(default="transformers", metadata={
+        "help": "transformers: `model.generate`, the adapter merged in; vllm: vLLM (GPU, "
+                "installed in its own environment), the adapter applied as a LoRA request",
+        "omit_default": True})
+    vllm: VLLMSettings = field(default_factory=VLLMSettings, metadata={
+        "help": "backend vllm: its memory and length settings", "effect": "none"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -128,6 +142,8 @@ def apply_adapter(model, adapter: str | Path):
     from peft import PeftModel
 
     path = check_adapter_dir(adapter)
+    if isinstance(model, VLLMModel):
+        return model.with_adapter(path)
     device = model.device
     try:
         merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
@@ -155,6 +171,10 @@ def generate_batch(model, tokenizer, prompts_ids: list[list[int]], max_new_token
     """
     from transformers import GenerationConfig, set_seed
 
+    if isinstance(model, VLLMModel):
+        return model.answer(prompts_ids, max_new_tokens, eos_ids, do_sample=do_sample,
+                            temperature=temperature, top_p=top_p, top_k=top_k,
+                            num_return_sequences=num_return_sequences, seed=seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     width = max(len(ids) for ids in prompts_ids)
     input_ids = torch.full((len(prompts_ids), width), pad_id, dtype=torch.long)
@@ -307,14 +327,18 @@ def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
     caller that already holds it); with `config.adapter` set it is merged into that model.
     """
     out = Path(config.out)
+    check_writable(out)
     if config.adapter is not None:
         check_adapter_dir(config.adapter)
     selection = select_split(config, evaluation=True)
     task, template, examples = selection.task, selection.template, selection.examples
-    if model is None:
+    if config.backend == "vllm":
+        model, tokenizer = served_model(config, model, tokenizer, lora_for=config.adapter)
+    elif model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device)
     if config.adapter is not None:
         model = apply_adapter(model, config.adapter)
+    examples, skipped = _fitting(config, template, examples, model, tokenizer)
     done = open_output(config, out)
     tokens, seconds = _decode_missing(config, task, template, examples, done, model, tokenizer,
                                       out)
@@ -325,9 +349,23 @@ def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
                **summarize_eval(rows, config.k if config.sampling else None),
                "new_tokens": tokens,
                "seconds": seconds, "tokens_per_second": tokens / seconds if seconds else None,
-               "output": str(out)}
+               "output": str(out), "skipped_long_prompts": skipped}
     sidecar(out, "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _fitting(config: EvalConfig, template, examples: list[Example], model,
+             tokenizer) -> tuple[list[Example], list[str]]:
+    """The examples whose question-only prompt fits the model beside `max_new_tokens`."""
+    lengths = [len(encode(tokenizer, render_prompts(tokenizer, template, e,
+                                                    config.chat_template_kwargs)[0]))
+               for e in examples]
+    kept, skipped = fit_context(examples, lengths, prompt_limit(model, config.max_new_tokens),
+                                config.skip_long_prompts, "prompt")
+    if skipped:
+        log.warning("left out %d problems whose prompt does not fit the context: %s",
+                    len(skipped), ", ".join(skipped))
+    return kept, skipped
 
 
 def _decode_missing(config: EvalConfig, task: Task, template, examples: list[Example],

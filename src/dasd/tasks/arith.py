@@ -20,7 +20,14 @@ from typing import ClassVar
 
 from dasd.evaluation import answers
 from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
-from dasd.tasks.io import check_limit, check_split, read_rows, require, row_source
+from dasd.tasks.io import (
+    check_limit,
+    check_split,
+    parse_level,
+    read_rows,
+    require,
+    row_source,
+)
 from dasd.tasks.prompts import NUMERIC_PROMPTS
 
 SPLITS = ("train", "validation", "test")
@@ -303,10 +310,9 @@ def _from_file(path: str, split: str, limit: int | None) -> list[Example]:
         source = row_source(path, i)
         ref_field = "solution" if "reference" not in row and "solution" in row else "reference"
         require(row, ("question", ref_field, "answer"), source, reference=ref_field)
-        level = row.get("level")
         examples.append(Example(str(row.get("id") or f"arith-{split}-{i:05d}"), row["question"],
                                 row[ref_field], str(row["answer"]),
-                                int(level) if level is not None else None))
+                                parse_level(row.get("level"), source)))
     return examples
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -166,8 +167,46 @@ def require(row: Mapping[str, Any], fields: Iterable[str], source: str,
         plural = "s" if len(missing) > 1 else ""
         raise DasdError(f"{source}: missing field{plural} {', '.join(map(repr, missing))} "
                         f"(row has: {', '.join(row) or 'nothing'})")
+    for name in fields:
+        check_text(row[name], f"{source}: field '{name}'", must_be_text=name in TEXT_FIELDS)
     if reference is not None and not str(row.get(reference, "")).strip():
         raise DasdError(f"empty reference solution ('{reference}') in {source}")
+
+
+# Fields that hold prose or code: anything but a string there is a malformed row.
+TEXT_FIELDS = frozenset({"question", "problem", "solution", "reference", "text", "code"})
+
+
+def check_text(value: Any, where: str, must_be_text: bool = False) -> None:
+    """Refuse a non-string where text belongs, and a lone UTF-16 surrogate in any string
+    (it cannot be encoded, so it would fail later, half-way through writing rows)."""
+    if must_be_text and not isinstance(value, str):
+        raise DasdError(f"{where} must be text, got {type(value).__name__}: fix the row")
+    strings = [value] if isinstance(value, str) else [
+        v for v in (value if isinstance(value, list) else []) if isinstance(v, str)]
+    for text in strings:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise DasdError(f"{where} holds a lone UTF-16 surrogate ({text[err.start]!r} at "
+                            f"character {err.start}): fix the file's encoding") from None
+
+
+def parse_level(value: Any, source: str) -> int | None:
+    """3 from 3, "3" or "Level 3"; None from null or "Level ?" (two MATH problems have it);
+    anything else is a malformed row."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    match = re.fullmatch(r"(?:Level\s*)?(\d+)", text)
+    if match:
+        return int(match.group(1))
+    if re.fullmatch(r"Level\s*\?", text):
+        return None
+    raise DasdError(f"{source}: level must be an integer or 'Level N', got {value!r}: fix or "
+                    "remove it")
 
 
 def _short(error: BaseException) -> str:

@@ -10,14 +10,21 @@ them is in MATH-500, which is drawn from MATH's test set).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from dasd.errors import DasdError
 from dasd.evaluation import answers
 from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
-from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, require, row_source
+from dasd.tasks.io import (
+    check_limit,
+    check_split,
+    load_hub_rows,
+    parse_level,
+    read_rows,
+    require,
+    row_source,
+)
 from dasd.tasks.prompts import BOXED_PROMPTS
 
 logger = logging.getLogger(__name__)
@@ -26,14 +33,6 @@ TEST_HUB_ID = "HuggingFaceH4/MATH-500"
 TRAIN_HUB_ID = "EleutherAI/hendrycks_math"
 TRAIN_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
                   "number_theory", "prealgebra", "precalculus")
-
-
-def parse_level(value: Any) -> int | None:
-    """3 from "Level 3" or 3; None from null or "Level ?" (two MATH problems have it)."""
-    if isinstance(value, int):
-        return value
-    match = re.fullmatch(r"\s*(?:Level\s*)?(\d+)\s*", str(value)) if value is not None else None
-    return int(match.group(1)) if match else None
 
 
 def _example(row: dict[str, Any], index: int, split: str, source: str) -> Example | None:
@@ -48,7 +47,8 @@ def _example(row: dict[str, Any], index: int, split: str, source: str) -> Exampl
         return None
     meta = {"subject": row.get("subject") or row.get("type")}
     return Example(str(row.get("unique_id") or f"math-{split}-{index}"), row["problem"],
-                   row["solution"], str(gold).strip(), parse_level(row.get("level")), meta)
+                   row["solution"], str(gold).strip(), parse_level(row.get("level"), source),
+                   meta)
 
 
 def _hub_rows(split: str) -> list[dict[str, Any]]:

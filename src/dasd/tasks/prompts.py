@@ -124,12 +124,38 @@ def _render(tokenizer: Any, system: str | None, user: str,
     if getattr(tokenizer, "chat_template", None) is None:
         prefix = f"{system}\n\n" if system else ""
         return f"{prefix}Question: {user}\n\nAnswer:"
-    messages = ([{"role": "system", "content": system}] if system is not None else [])
-    messages.append({"role": "user", "content": user})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+    return tokenizer.apply_chat_template(messages(system, user), tokenize=False,
+                                         add_generation_prompt=True,
                                          **(chat_template_kwargs or {}))
+
+
+def messages(system: str | None, user: str) -> list[dict[str, str]]:
+    """The chat messages of one context: the system message (None: the chat template's
+    own default) and the user message. `dasd export` hands them to TRL as they are."""
+    return ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": user}]
 
 
 def encode(tokenizer, text: str) -> list[int]:
     """Chat-formatted prompts already hold their special tokens; plain ones need BOS."""
     return tokenizer(text, add_special_tokens=tokenizer.chat_template is None)["input_ids"]
+
+
+def fit_context(examples: list[Example], lengths: list[int], limit: int | None,
+                skip: bool, what: str) -> tuple[list[Example], list[str]]:
+    """(examples to decode, ids skipped): a prompt of more than `limit` tokens (the
+    model's context minus the new-token budget) is refused with one line before anything
+    is decoded or written, or, with `skip`, left out and named."""
+    if limit is None:
+        return examples, []
+    long = [(e, n) for e, n in zip(examples, lengths, strict=True) if n > limit]
+    if not long:
+        return examples, []
+    if not skip:
+        example, n = long[0]
+        more = f" (and {len(long) - 1} more)" if len(long) > 1 else ""
+        raise DasdError(f"the {what} of {example.id} has {n} tokens, over the {limit} the "
+                        f"model's context leaves beside the new tokens{more}: raise the "
+                        "context or lower the token budget, or pass --skip-long-prompts")
+    skipped = {e.id for e, _ in long}
+    return [e for e in examples if e.id not in skipped], sorted(skipped)

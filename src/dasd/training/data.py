@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dasd.errors import DasdError
-from dasd.records import read_jsonl
+from dasd.records import read_jsonl_lines, row_name
 from dasd.training.filters import REJECT_REASONS, RowFilter, apply_filter
 
 REQUIRED_KEYS = ("prompt_ids", "completion_ids")
@@ -57,7 +57,7 @@ class RowStats:
 
 def read_rows(paths: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]]:
     """(path, row) for every row of every file, in order."""
-    return [(str(path), row) for path in paths for row in read_jsonl(path)]
+    return [(f"{path}:{line}", row) for path in paths for line, row in read_jsonl_lines(path)]
 
 
 def completion_mask(row: dict[str, Any], source: str) -> list[int]:
@@ -67,7 +67,7 @@ def completion_mask(row: dict[str, Any], source: str) -> list[int]:
     if mask is None:
         return [1] * n
     if len(mask) != n or any(bit not in (0, 1) for bit in mask):
-        raise DasdError(f"row {row.get('id')!r} in {source}: loss_mask must hold one 0/1 per "
+        raise DasdError(f"{row_name(row, source)}: loss_mask must hold one 0/1 per "
                         f"completion token ({n}), got {len(mask)} values; regenerate the mask")
     return [int(bit) for bit in mask]
 
@@ -92,7 +92,7 @@ def check_row_keys(rows: Rows) -> None:
     for source, row in rows:
         missing = [key for key in REQUIRED_KEYS if key not in row]
         if missing:
-            raise DasdError(f"row {row.get('id')!r} in {source} lacks {', '.join(missing)}: "
+            raise DasdError(f"{row_name(row, source)} lacks {', '.join(missing)}: "
                             "train on rows written by `dasd generate`")
 
 

@@ -12,7 +12,9 @@ them under `no_grad`); everything here is differentiable in the student logits o
   the mean over sequences.
 - Direction-adaptive (arXiv 2605.22263): a signed per-token weight from the student's
   entropy, positive (pull toward the teacher) below a per-rollout entropy quantile and
-  negative (push away) above it; the form is one entry of `DIRECTION_WEIGHTS`.
+  negative (push away) above it; the form is one entry of `DIRECTION_WEIGHTS`, and the
+  push can stop at a divergence `push_cap`. `da-opsd` adds it to TRL's GRPO loss on the
+  task's reward (`dasd.training.onpolicy.direction`); `direction_stats` says what it did.
 
 The generalized JSD is written once (`divergence_terms`); TRL writes it twice
 (`gkd_trainer.generalized_jsd_loss`, `sdft/loss_utils.compute_divergence`), with the same
@@ -154,9 +156,35 @@ def direction_weights(student_logits: Tensor, mask: Tensor, rho: float = 0.2,
 
 def da_opsd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor,
                  beta: float = 0.5, clip: float | None = 0.05, rho: float = 0.2,
-                 form: str = "tanh") -> Tensor:
+                 form: str = "tanh", push_cap: float | None = None) -> Tensor:
     """Direction-adaptive: mean over masked tokens of omega_t * D_t. A negative omega makes
-    descending the loss raise D_t, i.e. push that token away from the teacher."""
+    descending the loss raise D_t, i.e. push that token away from the teacher.
+
+    `push_cap` (None: no cap) bounds the push: a pushed token counts min(D_t, push_cap), so
+    its gradient stops once it is `push_cap` nats from the teacher. Uncapped, the loss
+    falls without bound below zero as the pushed tokens move ever further away (the
+    student's answers fall apart); pulled tokens are never capped."""
     divergence = token_divergence(student_logits, teacher_logits, beta, clip)
     omega = direction_weights(student_logits, mask, rho, form).to(divergence.dtype)
+    if push_cap is not None:
+        if not push_cap > 0:
+            raise DasdError(f"push_cap must be > 0, or none for no cap; got {push_cap}")
+        divergence = torch.where(omega < 0, divergence.clamp(max=push_cap), divergence)
     return masked_mean(omega * divergence, mask)
+
+
+def direction_stats(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor,
+                    beta: float = 0.5, clip: float | None = 0.05, rho: float = 0.2,
+                    form: str = "tanh") -> dict[str, Tensor]:
+    """What the entropy routing did on a batch: the shares of masked tokens `pulled`
+    toward the teacher (omega > 0) and `pushed` away (omega < 0; tokens exactly at the
+    quantile are neither), and the `signed_divergence`, `da_opsd_loss` uncapped (mean of
+    omega_t * D_t: below zero when the pushed tokens outweigh the pulled)."""
+    with torch.no_grad():
+        omega = direction_weights(student_logits, mask, rho, form)
+        keep = mask.bool()
+        count = keep.sum().clamp(min=1)
+        return {"pulled": ((omega > 0) & keep).sum() / count,
+                "pushed": ((omega < 0) & keep).sum() / count,
+                "signed_divergence": da_opsd_loss(student_logits, teacher_logits, mask, beta,
+                                                  clip, rho, form)}

@@ -38,6 +38,8 @@ from dasd.config import (
 from dasd.distributed import ShardPlan
 from dasd.errors import DasdError
 from dasd.models import load_model, pick_device
+from dasd.records import check_writable
+from dasd.training.adapters import record_base_model
 from dasd.training.data import RowStats, build_dataset, check_rows_left
 from dasd.training.filters import REJECTED_POLICIES, RowFilter
 from dasd.training.masks import SFT_METHODS
@@ -210,6 +212,7 @@ class TrainConfig:
                                 "or fix --data")
         if self.out is None:
             raise DasdError("out is required when training on several data files: pass --out")
+        check_writable(self.out, is_dir=True)
 
     def row_filter(self) -> RowFilter:
         return RowFilter(self.only_correct, self.drop_length_capped, self.reject_mentions,
@@ -406,6 +409,7 @@ def train(config: TrainConfig, model=None, tokenizer=None, trainer_cls=None) -> 
     if not trainer.is_world_process_zero():
         return summary
     trainer.model.save_pretrained(out)
+    record_base_model(out, config.model)  # the hub id, not this machine's cache path
     tokenizer.save_pretrained(out)
     _write_jsonl(out / "train_log.jsonl", trainer.state.log_history)
     if config.merge:

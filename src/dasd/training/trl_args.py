@@ -1,7 +1,7 @@
 """TRL's own training arguments in dasd's configs, and checkpoints that survive a kill.
 
 A training section takes every field of TRL's config class (`SFTConfig` for SFT,
-`SDFTConfig` on-policy) under TRL's own name, flat (`learning_rate: 2e-5`,
+`SDPOConfig` on-policy) under TRL's own name, flat (`learning_rate: 2e-5`,
 `--save-steps 50`, `--train.lr-scheduler-type cosine` in `dasd run`). They are collected
 in the section's `trainer` mapping, checked by building TRL's class once at parse time,
 and passed through unchanged; dasd sets only the defaults it must (the paper's, CPU-safe
@@ -11,6 +11,7 @@ precision, checkpoints) and lists them in the resolved `config.yaml`.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import re
 import shutil
@@ -66,7 +67,18 @@ def check_trainer_args(config_cls: type, args: dict[str, Any], where: str,
             raise DasdError(f"{where}: '{key}' is not an argument of TRL's "
                             f"{config_cls.__name__}")
         checked[key] = _from_text(value, hints.get(key))
+        _check_type(key, checked[key], hints.get(key), where)
     return _probe(config_cls, checked, defaults, where)
+
+
+def _check_type(key: str, value: Any, tp: Any, where: str) -> None:
+    """A word where TRL's field takes only numbers (TRL's dataclasses do not check)."""
+    members = _members(tp)
+    takes_words = str in members or any(isinstance(m, type) and issubclass(m, enum.Enum)
+                                        for m in members)
+    if isinstance(value, str) and tp is not None and not takes_words and Any not in members:
+        raise DasdError(f"{where}: {key} expects {getattr(tp, '__name__', tp)}, "
+                        f"got {value!r}")
 
 
 def _from_text(value: Any, tp: Any) -> Any:
@@ -74,7 +86,10 @@ def _from_text(value: Any, tp: Any) -> Any:
     mappings; a word stays a word where the field takes strings (`save_strategy: no`)."""
     if not isinstance(value, str) or tp is str or not value.strip():
         return value
-    parsed = yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value  # TRL's own check names the argument
     if isinstance(parsed, bool) and bool not in _members(tp):
         return value
     return parsed
@@ -94,7 +109,7 @@ def _probe(config_cls: type, checked: dict[str, Any], defaults: dict[str, Any] |
         try:
             config_cls(**{"output_dir": tmp, **probe, "use_cpu": True, "bf16": False,
                           "fp16": False})
-        except (TypeError, ValueError) as err:
+        except Exception as err:  # TRL raises several kinds (ValueError, OSError, ImportError)
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise DasdError(f"{where}: TRL's {config_cls.__name__} refused these arguments: "
                             f"{first}") from err

@@ -1,9 +1,10 @@
-"""On-policy self-distillation (`dasd train --method opsd|pw-opsd|da-opsd`).
+"""On-policy self-distillation (`dasd train --method opsd|pw-opsd|da-opsd|...`).
 
 A method is a registry entry (`METHODS`): its loss (a pure function from
 `dasd.training.losses`) and its paper's default settings. The loop is TRL's
-`SDFTTrainer` (student rollouts, privileged teacher = the same weights with the LoRA
-adapter disabled); `trainer.py` swaps in the method's loss and the project's prompts.
+`SDPOTrainer` (student rollouts scored by the task's checker, privileged teacher = the
+same weights with the LoRA adapter disabled); `trainer.py` swaps in the method's loss,
+the project's prompts and, with a method's `reward_weight`, TRL's GRPO loss beside it.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import difflib
 
 from dasd.errors import DasdError
-from dasd.training.onpolicy import direction, opsd, pw_opsd
+from dasd.training.onpolicy import direction, direction_loss_only, opsd, pw_opsd
 from dasd.training.onpolicy.base import Method
 
-METHODS: dict[str, Method] = {m.METHOD.name: m.METHOD for m in (opsd, pw_opsd, direction)}
+METHODS: dict[str, Method] = {m.METHOD.name: m.METHOD for m in (opsd, pw_opsd, direction,
+                                                                 direction_loss_only)}
 
 
 def get_method(name: str) -> Method:

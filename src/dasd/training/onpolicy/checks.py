@@ -15,3 +15,8 @@ def check_divergence(beta: float, clip: float | None) -> None:
 def check_unit(name: str, value: float) -> None:
     if not 0 <= value <= 1:
         raise DasdError(f"{name} must be in [0, 1]; got {value}")
+
+
+def check_weight(name: str, value: float) -> None:
+    if not value >= 0:
+        raise DasdError(f"{name} must be >= 0; got {value}")

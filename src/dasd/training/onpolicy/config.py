@@ -1,9 +1,10 @@
-"""`OnPolicyConfig`: settings of `dasd train --method opsd|pw-opsd|da-opsd`.
+"""`OnPolicyConfig`: settings of `dasd train --method opsd|pw-opsd|da-opsd|...`.
 
 The problems (model, task, split, limit, levels, prompts, ...) are those of every decoding
 stage, since the student decodes its own rollouts. The method's own settings (`beta`,
-`clip`, PW-OPSD's `w_min`/`tau`/`s`, DA-OPSD's `rho`/`weight`) live in `settings`; every
-argument of TRL's `SDFTConfig` works under TRL's own name (`max_completion_length`,
+`clip`, `reward_weight`, PW-OPSD's `w_min`/`tau`/`s`, DA-OPSD's `rho`/`weight`/...) live
+in `settings`; every argument of TRL's `SDPOConfig` that dasd does not set itself works
+under TRL's own name (`max_completion_length`,
 `per_device_train_batch_size`, `num_generations`, `temperature`, `learning_rate`,
 `save_steps`, `report_to`, ...). TRL arguments left unset take the method's paper values
 (`Method.trainer_defaults`), then dasd's (`ONPOLICY_DEFAULTS`) when training starts
@@ -28,23 +29,32 @@ from dasd.training.trl_args import (
     trl_flags,
 )
 
-# dasd's defaults for TRL's SDFTConfig: the OPSD scripts' sampling (T 1.1, top-p 0.95,
+# dasd's defaults for TRL's SDPOConfig: the OPSD scripts' sampling (T 1.1, top-p 0.95,
 # top-k 20), one rollout per prompt, short CPU-sized rollouts, no warmup, 50 steps.
 ONPOLICY_DEFAULTS: dict[str, Any] = {
     "max_completion_length": 256, "per_device_train_batch_size": 4, "num_generations": 1,
     "temperature": 1.1, "top_p": 0.95, "top_k": 20, "max_prompt_length": 2048,
     "warmup_steps": 0.0, "max_steps": 50, "logging_steps": 1,
     "activation_checkpointing": False, "report_to": "none", **CHECKPOINTS}
+# SDPO's teacher-context builder (a successful sibling rollout or feedback in a reprompt
+# template), which dasd replaces by the task's reference prompt; SDPO's convex
+# `distillation_weight` (dasd: each method's `reward_weight`); GRPO's `beta`, a KL
+# coefficient SDPOTrainer does not use (and the name of the methods' JSD setting).
+SDPO_REPLACED = ("use_successful_as_teacher", "success_reward_threshold",
+                 "dont_reprompt_on_self_success", "include_environment_feedback",
+                 "environment_feedback_only_without_solution", "remove_thinking_from_demonstration",
+                 "reprompt_template", "solution_template", "feedback_template",
+                 "max_reprompt_len", "distillation_weight", "beta")
 # Arguments dasd sets from its own fields or its design; not configurable.
 ONPOLICY_FIXED = ("output_dir", "seed", "teacher_model_kind", "distillation_mode",
-                  "chat_template_kwargs")
+                  "chat_template_kwargs", *SDPO_REPLACED)
 
 
-def _sdft_config_cls():
+def _trl_config_cls():
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.sdft import SDFTConfig
+    from trl.experimental.sdpo import SDPOConfig
 
-    return SDFTConfig
+    return SDPOConfig
 
 
 @dataclass
@@ -69,7 +79,7 @@ class OnPolicyConfig(ProblemConfig):
         "help": "'all-linear' or comma-separated module names (OPSD: all attention and MLP "
                 "projections)"})
     trainer: dict = field(default_factory=dict, metadata={
-        "help": "TRL SDFTConfig arguments; each is also a key and flag of its own under "
+        "help": "TRL SDPOConfig arguments; each is also a key and flag of its own under "
                 "TRL's name (max_completion_length, num_generations, learning_rate, ...)",
         "ignore_keys": BOOKKEEPING})
 
@@ -98,7 +108,7 @@ class OnPolicyConfig(ProblemConfig):
     @classmethod
     def _trl_flags(cls) -> dict[str, tuple[str, Any]]:
         own = {f.name for f in dataclasses.fields(cls)} | set(ONPOLICY_FIXED)
-        return trl_flags(_sdft_config_cls(), own)
+        return trl_flags(_trl_config_cls(), own)
 
     @staticmethod
     def _settings_flags() -> dict[str, tuple[str, Any]]:
@@ -113,9 +123,13 @@ class OnPolicyConfig(ProblemConfig):
         if fixed:
             raise DasdError(f"onpolicy: dasd sets {', '.join(fixed)} itself")
         defaults = {**ONPOLICY_DEFAULTS, **get_method(self.method).trainer_defaults}
-        self.trainer = check_trainer_args(_sdft_config_cls(), self.trainer, "onpolicy",
+        self.trainer = check_trainer_args(_trl_config_cls(), self.trainer, "onpolicy",
                                           defaults)
         self._check_ranges(self.resolved_trainer())
+        if self.resolved_trainer().get("use_vllm"):  # TRL would fail deep in its trainer
+            from dasd.decoding.vllm_backend import import_vllm
+
+            import_vllm("use_vllm (TRL's rollouts on vLLM)")
 
     def method_settings(self):
         return build_settings(get_method(self.method).settings, self.settings,
@@ -131,7 +145,7 @@ class OnPolicyConfig(ProblemConfig):
         return dataclasses.replace(self, trainer=self.resolved_trainer())
 
     def config_comment(self) -> str:
-        return (f"trainer: TRL SDFTConfig arguments. Set by dasd unless given: the method's "
+        return (f"trainer: TRL SDPOConfig arguments. Set by dasd unless given: the method's "
                 f"paper values {get_method(self.method).trainer_defaults}, then "
                 + ", ".join(f"{k}={v}" for k, v in ONPOLICY_DEFAULTS.items())
                 + "; precision from the device; the rest are TRL's defaults.")
@@ -150,6 +164,11 @@ class OnPolicyConfig(ProblemConfig):
             raise DasdError(f"per_device_train_batch_size x gradient_accumulation_steps "
                             f"({rollouts}) must be a multiple of num_generations "
                             f"({trainer['num_generations']})")
+        if self.method_settings().reward_weight > 0 and trainer["num_generations"] < 2:
+            raise DasdError(f"method {self.method} learns from rewards relative to the other "
+                            f"rollouts of the same prompt: num_generations must be >= 2; got "
+                            f"{trainer['num_generations']} (e.g. num_generations 4 with "
+                            "per_device_train_batch_size 4)")
 
     def target_modules(self) -> str | list[str]:
         from dasd.training.sft import target_modules

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dasd.training.losses import opsd_loss
-from dasd.training.onpolicy.base import Method
-from dasd.training.onpolicy.checks import check_divergence
+from dasd.training.onpolicy.base import Method, reward_weight_field
+from dasd.training.onpolicy.checks import check_divergence, check_weight
 
 
 @dataclass
@@ -21,9 +21,11 @@ class OPSD:
     clip: float | None = field(default=0.05, metadata={
         "help": "cap on each vocabulary term of the divergence before the sum (OPSD "
                 "jsd_token_clip 0.05); none = no cap"})
+    reward_weight: float = reward_weight_field(0.0, "OPSD: 0, distillation only")
 
     def __post_init__(self) -> None:
         check_divergence(self.beta, self.clip)
+        check_weight("reward_weight", self.reward_weight)
 
 
 def loss(student_logits, teacher_logits, mask, settings: OPSD):

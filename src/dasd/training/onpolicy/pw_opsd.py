@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from dasd.errors import DasdError
 from dasd.training.losses import pw_opsd_loss
-from dasd.training.onpolicy.base import Method
-from dasd.training.onpolicy.checks import check_divergence, check_unit
+from dasd.training.onpolicy.base import Method, reward_weight_field
+from dasd.training.onpolicy.checks import check_divergence, check_unit, check_weight
 
 
 @dataclass
@@ -25,10 +25,12 @@ class PWOPSD:
     tau: float = field(default=0.30, metadata={
         "help": "relative position of the weight's midpoint (paper: 0.30)"})
     s: float = field(default=0.10, metadata={"help": "sigmoid width s (paper: 0.10)"})
+    reward_weight: float = reward_weight_field(0.0, "PW-OPSD: 0, distillation only")
 
     def __post_init__(self) -> None:
         check_divergence(self.beta, self.clip)
         check_unit("w_min", self.w_min)
+        check_weight("reward_weight", self.reward_weight)
         if not self.s > 0:
             raise DasdError(f"s must be > 0; got {self.s}")
 
