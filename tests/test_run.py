@@ -318,3 +318,16 @@ def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path, mod
     assert report["methods"]["sd"]["generate"]["reused"]
     assert report["methods"]["sd"]["train"]["steps"] == 4
     assert steps_run == [3, 4]  # resumed after the checkpoint of step 2, not from scratch
+
+
+def test_generate_only_writes_the_rows_and_the_analysis_but_trains_nothing(tmp_path, model_dir):
+    report = tiny_run(tmp_path, model_dir, generate_only=True, methods=[
+        {"name": "sd"}, {"name": "dasd-g0.5", "method": "dasd", "guard": 0.5},
+        {"name": "dasd-s2", "method": "dasd-sample", "temperature": 1.0,
+         "generate": {"samples": 2}}])
+    assert set(report["methods"]) == {"sd", "dasd-g0.5", "dasd-s2"}
+    assert all(set(r) == {"generate"} for r in report["methods"].values())
+    assert report["methods"]["dasd-s2"]["generate"]["samples"] == 8
+    root = tmp_path / "run"
+    assert not (root / "train").exists() and not (root / "eval").exists()
+    assert (root / "analysis" / "frontier.csv").is_file()
