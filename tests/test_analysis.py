@@ -313,6 +313,9 @@ def test_report_is_self_contained_with_figures_and_token_browser(analyzed):
     assert first["t"][0][0] == "⟨100⟩" and "p_base 0.9000" in first["t"][0][3]
     assert first["base"] == "answer of base 0" and first["reference"] == "ref solution"
     assert data["examples"]["sd"][2]["base"] is None  # no base row with that id
+    # dasd's answer-losing departure (token 1 of problem 0) is marked for the browser
+    assert [ex["dep"] for ex in data["examples"]["dasd"]] == [1, None, None, None]
+    assert "tb-dep" in page and "scrollIntoView" in page
     summary = {s["method"]: s for s in result["summary"]}
     assert summary["sd"]["high_ppl_percent"] == pick(result["tables"]["high_ppl"],
                                                      "high_ppl_percent", method="sd",
