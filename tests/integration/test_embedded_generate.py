@@ -24,7 +24,8 @@ def runs(tmp_path_factory):
     out = {}
     for method in ("sd", "dasd"):
         config = GenerateConfig(method=method, task="arith", limit=10, max_new_tokens=64,
-                                batch_size=10, tau=TAU, out=str(tmp / f"{method}.jsonl"))
+                                batch_size=10, settings={"tau": TAU},
+                                out=str(tmp / f"{method}.jsonl"))
         summary = generate(config, model=model, tokenizer=tokenizer)
         rows = {r["id"]: r for r in read_jsonl(config.out)}
         out[method] = (summary, rows)
