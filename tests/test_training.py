@@ -373,3 +373,11 @@ def test_several_samples_per_problem_keep_the_first_correct_or_all():
     assert ids(apply_filter(single, RowFilter())[0]) == ["a", "c"]
     with pytest.raises(DasdError, match="per_problem must be one of first, all"):
         RowFilter(per_problem="best")
+
+
+def test_report_to_tensorboard_writes_event_files(tmp_path):
+    tokenizer = make_tokenizer()
+    data = write_rows(tmp_path / "rows.jsonl", [make_row(tokenizer, i) for i in range(4)])
+    train(fast_config(data, tmp_path / "out", device="cpu", max_steps=1,
+                      report_to="tensorboard"), tiny(tokenizer), tokenizer)
+    assert list(tmp_path.rglob("events.out.tfevents.*")), "no TensorBoard event file"
