@@ -103,9 +103,10 @@ def test_defaults_and_the_loss_only_variant():
     da = build_config(OnPolicyConfig, {"method": "da-opsd"}).resolved()
     assert da.trainer["num_generations"] == 4 and da.trainer["per_device_train_batch_size"] == 4
     assert (da.settings["reward_weight"], da.settings["direction_weight"], da.settings["rho"],
-            da.settings["push_cap"]) == (1.0, 1.0, 0.2, 0.05)
+            da.settings["push_cap"]) == (1.0, 1.0, 0.8, 0.05)
     only = build_config(OnPolicyConfig, {"method": "da-opsd-loss-only"}).resolved()
     assert only.trainer["num_generations"] == 1 and "reward_weight" not in only.settings
+    assert only.settings["rho"] == 0.2  # dasd's first reading, kept with the variant
     assert METHODS["da-opsd-loss-only"].settings().reward_weight == 0.0
     # a reward weight of 0 is left out of the settings, so older outputs stay valid
     assert "reward_weight" not in OnPolicyConfig(method="opsd").settings

@@ -10,8 +10,11 @@ it (to keep steps accurate); compared with RLVR and self-distillation baselines 
   TRL's group-relative policy gradient on the task's own checker (`dasd.training.rewards`)
   keeps the student answering, the direction term routes the teacher's pull;
 - omega_t = tanh((q_rho - H_t) / MAD(H)) (or its sign, `weight`), H_t the student's
-  entropy, q_rho the rollout's rho-quantile (rho 0.2, from a third-party note on the
-  paper, unconfirmed), D_t OPSD's clipped JSD (beta 0.5, clip 0.05);
+  entropy, q_rho the rollout's rho-quantile, D_t OPSD's clipped JSD (beta 0.5, clip
+  0.05). A third-party note on the paper (unconfirmed) gives "rho = 0.2"; read as the
+  quantile q_0.2 it pushes 80% of the tokens, and on the embedded model every answer then
+  ran to the length cap. We read it as the share of high-entropy tokens, the minority
+  that forks a reasoning path: rho 0.8 pushes the rollout's 20% highest-entropy tokens;
 - `push_cap`: a pushed token stops being pushed once it is that far from the teacher.
 
 `da-opsd-loss-only` (`direction_loss_only.py`) is the direction term alone; it collapses.
@@ -53,6 +56,10 @@ class Direction:
 
 @dataclass
 class DirectionAdaptive(Direction):
+    rho: float = field(default=0.8, metadata={
+        "help": "per-rollout entropy quantile; tokens below it are pulled toward the "
+                "teacher, above it pushed away (ours: 0.8, the 20% highest-entropy tokens "
+                "pushed; q_0.2 pushes 80% and the answers degrade, see README)"})
     direction_weight: float = field(default=1.0, metadata={
         "help": "weight of the direction term beside the reward's (ours; not public)"})
     push_cap: float | None = field(default=0.05, metadata={
