@@ -91,7 +91,10 @@ def test_report_loads_in_chromium_with_figures_and_token_browser(tmp_path):
     console_errors = [line for line in done.stderr.splitlines()
                       if "Uncaught" in line or ("CONSOLE" in line and "error" in line.lower())]
     assert console_errors == []
-    assert len(seen["images"]) == len(result["figures"]) == 7
+    assert len(seen["images"]) == len(result["figures"])
+    assert {f.rsplit("/", 1)[-1] for f in result["figures"]} >= {
+        "high_ppl.png", "segment_ppl.png", "alignment.png", "categories.png",
+        "frontier.png", "departures.png", "accuracy.png", "training_loss.png"}
     assert all(img["width"] > 100 and img["height"] > 100 for img in seen["images"])
     assert seen["tokens"] == [2, 4, 4]  # base, sd, dasd: tokens of their first example
     assert seen["view"] == "by-p_base"

@@ -68,7 +68,7 @@ def onpolicy_section(logs: Mapping[str, Sequence[dict[str, Any]]]) -> Section:
 def plot_onpolicy(table: Table) -> Figure:
     """Reward, divergence, pushed share and signed divergence per step, one line per
     on-policy model."""
-    fig = Figure(figsize=(13, 3.4), layout="constrained")
+    fig = Figure(figsize=(14, 3.4), layout="constrained")
     axes = fig.subplots(1, len(PANELS))
     methods = list(dict.fromkeys(r["method"] for r in table))
     for ax, (column, title) in zip(axes, PANELS, strict=True):
@@ -85,6 +85,8 @@ def plot_onpolicy(table: Table) -> Figure:
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     axes[-1].axhline(0, color="black", linewidth=0.8, linestyle=":")
-    axes[0].legend(title="method", fontsize=8, title_fontsize=8)
+    lines = {line.get_gid(): line for ax in axes for line in ax.get_lines() if line.get_gid()}
+    fig.legend(list(lines.values()), list(lines), title="method", fontsize=8,
+               title_fontsize=8, loc="outside right upper")
     fig.suptitle("On-policy training: reward and direction per step")
     return fig
