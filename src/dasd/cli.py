@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,6 +39,9 @@ def _quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # peft and TRL read transformers' deprecated attribute: nothing a user can change
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                            category=FutureWarning)
 
 
 def print_generate_summary(summary: dict[str, Any]) -> None:
