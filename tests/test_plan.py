@@ -235,3 +235,12 @@ def test_plan_of_missing_training_rows_is_an_error(tmp_path):
     with pytest.raises(DasdError, match="data file not found"):
         make_plan("train", TrainConfig(data=[str(tmp_path / "none.jsonl")],
                                        out=str(tmp_path / "a")))
+
+
+def test_a_method_setting_is_compared_with_its_default_even_when_omitted_at_it():
+    from dasd.plan import method_deviations
+
+    # `guard` is left out of written settings at its default (1.0), yet is a deviation
+    assert method_deviations("g", "dasd", {"top_k": 6, "guard": 0.1}) == [
+        {"where": "method g", "setting": "guard", "value": 0.1, "paper": 1.0}]
+    assert method_deviations("d", "dasd", {"top_k": 6, "tau": 0.2}) == []

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dasd.config import ROWS, changed_settings, settings_dict
+from dasd.config import ROWS, changed_settings, settings_fields
 from dasd.errors import DasdError
 from dasd.methods import get_method
 from dasd.records import sidecar
@@ -206,7 +206,8 @@ def method_deviations(name: str, method: str, settings: dict[str, Any]) -> list[
 
     if method == "sft":
         return []
-    defaults = settings_dict(build_settings(get_method(method).settings, {}, method))
+    built = build_settings(get_method(method).settings, {}, method)
+    defaults = {f.name: getattr(built, f.name) for f in settings_fields(type(built))}
     return [_deviation(f"method {name}", key, value, defaults.get(key))
             for key, value in settings.items() if defaults.get(key) != value]
 
@@ -577,7 +578,8 @@ def _training_note(stage: dict[str, Any]) -> str:
     if "steps_max" not in stage or "rows" not in stage:
         return ""
     rows = f"{stage['rows']} rows" if stage["rows_exact"] else f"at most {stage['rows']} rows"
-    return (f"; {rows}, batch {stage['batch']}, {stage['epochs']:g} epochs, at most "
+    epochs = f"{stage['epochs']:g} epoch{'' if stage['epochs'] == 1 else 's'}"
+    return (f"; {rows}, batch {stage['batch']}, {epochs}, at most "
             f"{stage['steps_max']} steps, max_length {stage['max_length']}")
 
 
