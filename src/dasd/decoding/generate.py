@@ -179,9 +179,6 @@ def _fitting(config: GenerateConfig, template, examples: list[Example], model,
                for e in examples]
     kept, skipped = fit_context(examples, lengths, prompt_limit(model, config.max_new_tokens),
                                 config.skip_long_prompts, "prompt (reference or base context)")
-    if skipped:
-        log.warning("left out %d problems whose prompt does not fit the context: %s",
-                    len(skipped), ", ".join(skipped))
     return kept, skipped
 
 

@@ -362,9 +362,6 @@ def _fitting(config: EvalConfig, template, examples: list[Example], model,
                for e in examples]
     kept, skipped = fit_context(examples, lengths, prompt_limit(model, config.max_new_tokens),
                                 config.skip_long_prompts, "prompt")
-    if skipped:
-        log.warning("left out %d problems whose prompt does not fit the context: %s",
-                    len(skipped), ", ".join(skipped))
     return kept, skipped
 
 

@@ -8,12 +8,15 @@ template may say `\\boxed{}` without escaping.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from dasd.errors import DasdError
 from dasd.tasks.base import Example, PromptTemplate
+
+log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile(r"\{(question|reference)\}")
 _KEYS = ("base", "reference", "system")
@@ -158,4 +161,6 @@ def fit_context(examples: list[Example], lengths: list[int], limit: int | None,
                         f"model's context leaves beside the new tokens{more}: raise the "
                         "context or lower the token budget, or pass --skip-long-prompts")
     skipped = {e.id for e, _ in long}
+    log.warning("left out %d problems whose %s does not fit the context: %s",
+                len(skipped), what, ", ".join(sorted(skipped)))
     return [e for e in examples if e.id not in skipped], sorted(skipped)

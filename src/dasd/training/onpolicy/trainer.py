@@ -78,9 +78,6 @@ def build_dataset(config: OnPolicyConfig, tokenizer, model=None):
     context = None if model is None else prompt_limit(model, trainer["max_completion_length"])
     kept, skipped = fit_context(examples, lengths, context, config.skip_long_prompts,
                                 "teacher (reference) prompt")
-    if skipped:
-        log.warning("left out %d problems whose teacher prompt does not fit the context: %s",
-                    len(skipped), ", ".join(skipped))
     log.info("%d prompts; longest teacher prompt %d tokens", len(kept), max(lengths))
     return Dataset.from_list([rows[e.id] for e in kept])
 
