@@ -24,7 +24,6 @@ import hashlib
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 from dasd.tasks.base import Example
 
@@ -80,14 +79,3 @@ def _level_order(key: str) -> tuple[int, int, str]:
 def ids_digest(examples: Sequence[Example]) -> str:
     """A short hash of the problems' ids in order: equal digests, same problems."""
     return hashlib.sha256("\n".join(e.id for e in examples).encode()).hexdigest()[:16]
-
-
-def proportions(sample: Sequence[Example], split: Sequence[Example]) -> dict[str, Any]:
-    """Per level and subject: count in the sample, count in the split, and the count the
-    split's proportions give a sample of this size."""
-    mine, theirs = counts(sample), counts(split)
-    scale = len(sample) / len(split) if split else 0.0
-    return {group: {key: {"drawn": mine[group].get(key, 0), "split": total,
-                          "expected": round(total * scale, 1)}
-                    for key, total in theirs[group].items()}
-            for group in theirs}
