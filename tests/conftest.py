@@ -85,3 +85,13 @@ def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for module in TASK_MODULES_WITH_HUB:
         monkeypatch.setattr(f"dasd.tasks.{module}.load_hub_rows", refuse)
+
+
+def float32_approx(expected):
+    """`expected` at float32 precision. dasd's per-token statistics are float32 (the
+    log-softmax runs on float32 logits, and transformers computes RoPE's cos/sin in float32
+    whatever the model's dtype), and float32 kernels round differently on AVX2, AVX-512 and
+    ARM: two exact computations of the same value agree to a few float32 ulps, not bit for
+    bit. A log-probability near -100 carries an absolute error of ~1e-5 (its ulp is 7.6e-6),
+    hence the relative bound on the probability."""
+    return pytest.approx(expected, rel=1e-5, abs=1e-9)

@@ -147,3 +147,149 @@ def test_every_flag_with_a_malformed_value_is_one_line(tmp_path, capsys, monkeyp
     assert checked
     assert not (Path(tmp_path) / "run" / "generate").exists()
     assert not list(Path(tmp_path).glob("@@bad*")), "a malformed value left a file behind"
+
+
+# Classes of input that once ended in a traceback or a refusal, each tried on every command
+# that reads it: number spellings, file encodings, device strings, logging integrations.
+
+SPELLINGS = ["2e-1", "2E-1", "+2e-1", "2_0e-2", ".2", "0.2"]  # all float("...") == 0.2
+
+
+def _members(tp) -> set:
+    import typing
+
+    args = typing.get_args(tp)
+    return {tp} if not args else {a for arg in args for a in _members(arg)} | {tp}
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "eval", "run", "analyze"])
+def test_every_float_accepts_the_spellings_python_reads(tmp_path, command):
+    """YAML 1.1 reads `2e-5` as a string; every float key (dasd's, a method's, TRL's),
+    from a flag or a YAML file, must read it as the number. A key may still refuse 0.2 for
+    its range, never for its type."""
+    from argparse import Namespace
+
+    import yaml
+
+    from dasd.config import _flatten, _nest, config_from_args, config_keys, resolved_config
+    from dasd.errors import DasdError
+
+    for cls in COMMANDS[command][1]():
+        keys = [k for k, (_, tp) in config_keys(cls).items()
+                if float in _members(tp) and str not in _members(tp)]
+        assert keys, cls
+        for key, spelling in [(k, s) for k in keys for s in SPELLINGS]:
+            path = tmp_path / "c.yaml"
+            path.write_text(yaml.safe_dump(_nest({key: spelling})).replace("'", ""))
+            for args in (Namespace(**{key: spelling}), Namespace(config=str(path))):
+                try:
+                    config = config_from_args(cls, args)
+                except DasdError as err:
+                    assert "expects" not in str(err), (key, spelling, str(err))
+                    continue
+                leaf = key.split(".")[-1]
+                values = [v for k, v in _flatten(resolved_config(config)).items()
+                          if k.split(".")[-1] == leaf]
+                assert 0.2 in values, (key, spelling, values)
+
+
+def _encodings(tmp_path: Path) -> dict[str, Path]:
+    row = '{"id": "a", "question": "caf\u00e9 1+1?", "answer": "x #### 2"}\n'
+    files = {
+        "latin-1": row.encode("latin-1"),
+        "utf-16": row.encode("utf-16"),
+        "binary": bytes(range(128, 256)) * 3,
+    }
+    paths = {}
+    for name, data in files.items():
+        for suffix in (".jsonl", ".json", ".yaml"):
+            paths[name + suffix] = tmp_path / f"{name}{suffix}"
+            paths[name + suffix].write_bytes(data)
+    return paths
+
+
+@pytest.mark.parametrize("make_argv", [
+    lambda p: ["generate", "--task", "gsm8k", "--data", p(".jsonl"), "--model", NO_MODEL],
+    lambda p: ["generate", "--task", "gsm8k", "--data", p(".json"), "--model", NO_MODEL],
+    lambda p: ["eval", "--task", "gsm8k", "--data", p(".jsonl"), "--model", NO_MODEL],
+    lambda p: ["train", "--data", p(".jsonl"), "--model", NO_MODEL],
+    lambda p: ["generate", "--config", p(".yaml")],
+    lambda p: ["run", p(".yaml")],
+    lambda p: ["generate", "--prompts", p(".yaml"), "--model", NO_MODEL],
+], ids=["generate-jsonl", "generate-json", "eval", "train", "config", "run", "prompts"])
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path, capsys, monkeypatch, make_argv):
+    monkeypatch.chdir(tmp_path)
+    paths = _encodings(tmp_path)
+    for name in ("latin-1", "utf-16", "binary"):
+        before = sorted(tmp_path.rglob("*"))
+        code, err = run_cli(make_argv(lambda suffix, n=name: str(paths[n + suffix])), capsys)
+        assert code == 2 and one_line_error(err) and "is not UTF-8 text" in err, (name, err)
+        assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_utf8_byte_order_mark_is_read_as_the_data_it_is(tmp_path):
+    from dasd.config import load_yaml
+    from dasd.records import read_jsonl
+    from dasd.tasks.io import read_rows
+
+    row = {"id": "a", "question": "1+1?", "answer": "x #### 2"}
+    for suffix, text in ((".jsonl", json.dumps(row) + "\n"), (".json", json.dumps([row]))):
+        path = tmp_path / f"bom{suffix}"
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert read_rows(path) == [row]
+    assert read_jsonl(tmp_path / "bom.jsonl") == [row]
+    (tmp_path / "c.yaml").write_bytes(b"\xef\xbb\xbfname: x\n")
+    assert load_yaml(tmp_path / "c.yaml") == {"name": "x"}
+
+
+DEVICES = ["tpu", "gpu", "cuda:x", "cuda:-1", "cpu:0:1", "", "cuda:99"]
+
+
+@pytest.mark.parametrize("command", ["generate", "eval", "train", "run"])
+def test_device_strings_torch_or_this_machine_refuse_are_one_line(tmp_path, capsys,
+                                                                   monkeypatch, command):
+    """A device torch cannot parse, and one this machine or this torch build lacks (CUDA
+    on a CPU build, an index past the last GPU), end before anything is written."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    base = {"generate": ["--limit", "1"], "eval": ["--limit", "1"],
+            "train": ["--data", str(tmp_path / "rows.jsonl"), "--out", str(tmp_path / "t")],
+            "run": ["--out-dir", str(tmp_path / "r"), "--generate.limit", "1"]}[command]
+    (tmp_path / "rows.jsonl").write_text(json.dumps(
+        {"id": "r1", "prompt_ids": [1], "completion_ids": [2], "correct": True}) + "\n")
+    absent = [d for d in ("cuda", "cuda:0", "mps")
+              if not (torch.cuda.is_available() if d.startswith("cuda")
+                      else torch.backends.mps.is_available())]
+    for device in DEVICES + absent:
+        before = sorted(tmp_path.rglob("*"))
+        code, err = run_cli([command, *base, "--device", device], capsys)
+        assert code == 2 and one_line_error(err) and "device" in err, (device, err)
+        assert sorted(tmp_path.rglob("*")) == before, device
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--report-to", "carrier-pigeon"],
+    ["train", "--report-to", "[tensorboard, carrier-pigeon]"],
+    ["train", "--method", "opsd", "--report-to", "carrier-pigeon"],
+    ["run", "--train.report-to", "carrier-pigeon"],
+    ["run", "--onpolicy.report-to", "carrier-pigeon"],
+], ids=["train", "list", "onpolicy", "run-train", "run-onpolicy"])
+def test_an_unknown_or_absent_logging_integration_is_one_line(tmp_path, capsys, monkeypatch,
+                                                              argv):
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.jsonl").write_text(json.dumps(
+        {"id": "r1", "prompt_ids": [1], "completion_ids": [2], "correct": True}) + "\n")
+    where = {"train": ["--data", "rows.jsonl", "--out", "t"], "run": ["--out-dir", "r"]}
+    absent = [n for n in INTEGRATION_TO_CALLBACK if n not in
+              get_available_reporting_integrations()][:1]
+    for value in ["carrier-pigeon", *absent]:
+        full = [a.replace("carrier-pigeon", value) for a in argv] + where[argv[0]]
+        code, err = run_cli(full, capsys)
+        assert code == 2 and one_line_error(err) and f"report_to '{value}'" in err, err
+        assert not list(tmp_path.glob("[tr]")), "nothing may be written"

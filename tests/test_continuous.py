@@ -16,7 +16,7 @@ from dasd.decoding.engine import (
 )
 from dasd.decoding.naive import naive_decode
 from dasd.decoding.rules import build_rule
-from tests.conftest import make_model
+from tests.conftest import float32_approx, make_model
 
 VOCAB, EOS, PAD = 64, 1, 0
 STOPS = [EOS, 5, 6]  # more stop tokens: examples end at many different steps
@@ -77,9 +77,9 @@ def assert_same(got: list[TokenTrace], expected: list[TokenTrace]) -> None:
     assert [t.ref_rank for t in got] == [t.ref_rank for t in expected]
     assert [t.base_top3_ref_rank for t in got] == [t.base_top3_ref_rank for t in expected]
     for a, b in zip(got, expected, strict=True):
-        assert a.p_base == pytest.approx(b.p_base, rel=1e-9)
-        assert a.p_ref == pytest.approx(b.p_ref, rel=1e-9)
-        assert a.base_entropy == pytest.approx(b.base_entropy, rel=1e-6, abs=1e-9)  # float32
+        assert a.p_base == float32_approx(b.p_base)
+        assert a.p_ref == float32_approx(b.p_ref)
+        assert a.base_entropy == float32_approx(b.base_entropy)
 
 
 def names(ids: list[int]) -> str:

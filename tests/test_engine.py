@@ -6,7 +6,7 @@ import torch
 from dasd.decoding.engine import decode_pairs
 from dasd.decoding.naive import naive_decode
 from dasd.decoding.rules import build_rule
-from tests.conftest import make_model
+from tests.conftest import float32_approx, make_model
 
 VOCAB, EOS, PAD = 64, 1, 0
 
@@ -35,8 +35,8 @@ def test_batched_engine_equals_uncached_example_by_example(seed, method, setting
         assert trace.ref_rank == expected.ref_rank
         assert trace.base_top3_ref_rank == expected.base_top3_ref_rank
         assert trace.finish_reason == expected.finish_reason
-        assert trace.p_base == pytest.approx(expected.p_base, rel=1e-9)
-        assert trace.p_ref == pytest.approx(expected.p_ref, rel=1e-9)
+        assert trace.p_base == float32_approx(expected.p_base)
+        assert trace.p_ref == float32_approx(expected.p_ref)
 
 
 def test_rows_finish_at_different_steps_and_are_dropped():

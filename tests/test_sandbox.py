@@ -45,6 +45,19 @@ def _sandbox_processes() -> list[str]:
     return found
 
 
+def _zombies() -> set[int]:
+    """Pids of zombie processes on the machine (exited, not yet reaped by their parent)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        if stat.rsplit(b")", 1)[1].split()[0] == b"Z":
+            found.add(int(entry.name))
+    return found
+
+
 def test_correct_program_passes(limits: SandboxSettings) -> None:
     result = run_python("def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
                         "print('ok')\n", limits)
@@ -94,11 +107,13 @@ def test_blocked_program_times_out(limits: SandboxSettings) -> None:
     "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
 ])
 def test_fork_bomb_is_bounded_and_cleaned_up(limits: SandboxSettings, source: str) -> None:
+    zombies = _zombies()
     start = time.monotonic()
     result = run_python(source, replace(limits, timeout=2.0))
     assert not result.passed and result.status in ("error", "timeout")
     assert time.monotonic() - start < 6
     assert _sandbox_processes() == []  # no fork survives the run
+    assert _zombies() <= zombies, "the run returned before its processes were reaped"
     # the host can still start processes
     assert run_python("assert 1 + 1 == 2", QUICK).passed
 

@@ -24,6 +24,7 @@ import yaml
 
 from dasd import __version__
 from dasd.errors import DasdError
+from dasd.records import read_text
 
 C = TypeVar("C")
 
@@ -260,7 +261,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DasdError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as err:
         first_line = str(err).splitlines()[0]
         raise DasdError(f"config file {path} is not valid YAML: {first_line}") from err
@@ -439,6 +440,9 @@ class ProblemConfig:
                 "anything is written", "effect": STAGE})
 
     def __post_init__(self) -> None:
+        from dasd.models import parse_device
+
+        parse_device(self.device)
         if self.limit is not None and self.limit < 1:
             raise DasdError(f"limit must be >= 1; got {self.limit}")
         if self.levels is not None and not self.levels:

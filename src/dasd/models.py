@@ -137,14 +137,47 @@ def _converted(gguf: Path) -> Path:
     return out
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device != "auto":
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def parse_device(device: str) -> torch.device | None:
+    """`device` as torch reads it (None for auto), or one line naming the choices."""
+    if device == "auto":
+        return None
+    try:
         return torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DasdError(f"unknown device '{device}': use {DEVICES}") from None
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """The device to run on; one that this machine or this torch build lacks is refused."""
+    chosen = parse_device(device)
+    if chosen is not None:
+        _check_available(chosen, device)
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _check_available(chosen: torch.device, device: str) -> None:
+    if chosen.type == "cpu":
+        return
+    backend = getattr(torch, chosen.type, None)
+    if chosen.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+    if backend is None or not backend.is_available():
+        why = ("this torch build has no CUDA" if chosen.type == "cuda" and not torch.version.cuda
+               else f"no {chosen.type} device is available")
+        raise DasdError(f"device '{device}': {why} (torch {torch.__version__}); use --device "
+                        "cpu or auto, or install a torch build for that device")
+    count = getattr(backend, "device_count", lambda: 1)()
+    if chosen.index is not None and chosen.index >= count:
+        raise DasdError(f"device '{device}': this machine has {count} {chosen.type} "
+                        f"device(s), numbered from 0")
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:

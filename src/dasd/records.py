@@ -16,6 +16,19 @@ from typing import Any
 from dasd.errors import DasdError
 
 
+def read_text(path: str | Path) -> str:
+    """A user's text file as UTF-8, a leading byte-order mark dropped (Windows tools and
+    spreadsheet exports write one); bytes that are not UTF-8 end in one line naming the
+    file and where."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DasdError(f"{path} is not UTF-8 text (byte {err.start}: "
+                        f"{data[err.start:err.start + 1]!r}): give a UTF-8 text file "
+                        "(re-save it as UTF-8)") from None
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [row for _, row in read_jsonl_lines(path)]
 
@@ -25,7 +38,7 @@ def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise DasdError(f"file not found: {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).splitlines()
     return _parse_lines(lines, path, "is not valid JSON ({}); fix or remove that line")
 
 

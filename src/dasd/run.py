@@ -35,6 +35,7 @@ from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
 from dasd.evaluation.evaluate import EvalConfig, evaluate
 from dasd.methods import DECODE, REFERENCE, Method, all_settings, get_method, methods
+from dasd.models import parse_device
 from dasd.records import check_writable
 from dasd.training import TrainConfig, train
 from dasd.training.onpolicy import METHODS as ONPOLICY_METHODS
@@ -204,6 +205,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.out_dir is None:
             self.out_dir = f"runs/{self.name}"
+        parse_device(self.device)
         names = [m.name for m in self.methods]
         if ORIGIN in names or len(set(names)) != len(names):
             raise DasdError(f"method names must be unique and not '{ORIGIN}'; got {names}")

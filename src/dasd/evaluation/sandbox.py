@@ -57,6 +57,8 @@ Calls are independent: any number of threads or processes may run sandboxes at o
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import json
 import logging
 import os
@@ -228,6 +230,7 @@ def _supervise(workdir: str, settings: SandboxSettings, python: str) -> SandboxR
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
            "LANG": "C.UTF-8"}
     start = time.monotonic()
+    _become_subreaper()
     try:
         proc = subprocess.Popen(  # -u: a passing run exits without flushing its output
             [python, "-I", "-B", "-u", str(CHILD), json.dumps(child_settings)],
@@ -245,6 +248,7 @@ def _supervise(workdir: str, settings: SandboxSettings, python: str) -> SandboxR
         _kill_group(proc.pid)
         proc.wait()
         _wait_group_gone(proc.pid)
+        _reap_group(proc.pid)
         for handle in (proc.stdout, proc.stderr):
             handle.close()
         os.close(info_read)
@@ -320,6 +324,29 @@ def _wait_group_gone(pgid: int, limit: float = 5.0) -> None:
             return
         time.sleep(0.005)
     log.warning("sandbox processes of group %d were still exiting after %.0f s", pgid, limit)
+
+
+@functools.cache
+def _become_subreaper() -> bool:
+    """Make this process the parent of the sandbox's orphans (Linux 3.4+: they are
+    reparented here, not to init), so a run can reap its own zombies before it returns.
+    Init may reap them late or never (a container's PID 1 often does not)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _reap_group(pgid: int) -> None:
+    """Collect the exit status of every dead process of the run's group that is our
+    child (the launcher's orphans, once this process is their subreaper)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return  # none left
+        if pid == 0:
+            return  # none dead (the group is gone, so none left to wait for)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dasd.errors import DasdError
+from dasd.records import read_text
 
 ROW_FORMATS = (".jsonl", ".json", ".parquet")
 
@@ -38,7 +39,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8").rstrip()
+    text = read_text(path).rstrip()
     lines = text.split("\n") if text else []
     rows = []
     for number, line in enumerate(lines, start=1):
@@ -55,7 +56,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _read_json(path: Path) -> list[dict[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise DasdError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
     if not isinstance(data, list):

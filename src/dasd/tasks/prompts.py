@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dasd.errors import DasdError
+from dasd.records import read_text
 from dasd.tasks.base import Example, PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def load_prompt_template(path: str | Path) -> PromptTemplate:
     if not path.is_file():
         raise DasdError(f"prompt file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as error:
         raise DasdError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):

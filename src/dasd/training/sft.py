@@ -37,7 +37,7 @@ from dasd.config import (
 )
 from dasd.distributed import ShardPlan
 from dasd.errors import DasdError
-from dasd.models import load_model, pick_device
+from dasd.models import load_model, parse_device, pick_device
 from dasd.records import check_writable
 from dasd.training.adapters import record_base_model
 from dasd.training.data import RowStats, build_dataset, check_rows_left
@@ -164,6 +164,7 @@ class TrainConfig:
                             f"{', '.join(SFT_METHODS)}{did_you_mean(self.method, SFT_METHODS)}")
         self.settings = settings_dict(self.method_settings())
         self._check_lora()
+        parse_device(self.device)
         if self.rejected not in REJECTED_POLICIES:
             raise DasdError(f"rejected must be one of {', '.join(REJECTED_POLICIES)}; "
                             f"got {self.rejected!r}")

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from dasd.config import did_you_mean
 from dasd.errors import DasdError
 
 # Arguments that change how a run is logged or saved, never the adapter it trains: they
@@ -68,7 +69,32 @@ def check_trainer_args(config_cls: type, args: dict[str, Any], where: str,
                             f"{config_cls.__name__}")
         checked[key] = _from_text(value, hints.get(key))
         _check_type(key, checked[key], hints.get(key), where)
+    if "report_to" in checked:
+        check_report_to(checked["report_to"], where)
     return _probe(config_cls, checked, defaults, where)
+
+
+def check_report_to(value: Any, where: str) -> None:
+    """Every integration named must be one transformers knows and one installed here
+    (transformers checks either only when the trainer starts, after outputs exist)."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    names = [value] if isinstance(value, str) else list(value or [])
+    if names in (["none"], ["all"]):
+        return
+    known, available = list(INTEGRATION_TO_CALLBACK), get_available_reporting_integrations()
+    for name in names:
+        if name not in known:
+            raise DasdError(f"{where}: report_to '{name}' is not an integration transformers "
+                            f"knows; use none, all, or one of {', '.join(known)}"
+                            f"{did_you_mean(str(name), known)}")
+        if name not in available:
+            raise DasdError(f"{where}: report_to '{name}' needs its package, which is not "
+                            f"installed here: install it, or use "
+                            f"{', '.join(['none', *available])}")
 
 
 def _check_type(key: str, value: Any, tp: Any, where: str) -> None:
@@ -92,7 +118,18 @@ def _from_text(value: Any, tp: Any) -> Any:
         return value  # TRL's own check names the argument
     if isinstance(parsed, bool) and bool not in _members(tp):
         return value
+    if isinstance(parsed, str) and float in _members(tp) and str not in _members(tp):
+        return _as_float(parsed)
     return parsed
+
+
+def _as_float(text: str) -> float | str:
+    """Python's spellings of a float (`2e-5`, `1E-4`, `1_000.5`, `inf`), which YAML 1.1
+    reads as strings; anything else stays a string for the type check to name."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _members(tp: Any) -> set[Any]:
