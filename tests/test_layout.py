@@ -13,7 +13,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "dasd"
 STAGES = ["tasks", "decoding", "training", "evaluation", "analysis"]
 SHARED = {"config", "models", "records", "stats", "distributed", "errors", "progress",
-          "versions"}
+          "versions", "memory"}
 CHECKERS = {"answers", "choice", "sandbox", "sandbox_child", "sandbox_kernel"}
 
 

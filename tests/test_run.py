@@ -331,3 +331,36 @@ def test_generate_only_writes_the_rows_and_the_analysis_but_trains_nothing(tmp_p
     root = tmp_path / "run"
     assert not (root / "train").exists() and not (root / "eval").exists()
     assert (root / "analysis" / "frontier.csv").is_file()
+
+
+def test_results_carry_intervals_paired_comparisons_and_peak_memory(tmp_path, model_dir):
+    from dasd.analysis.compare import CompareSettings, compare_models, problem_scores
+    from dasd.records import read_jsonl
+
+    report = tiny_run(tmp_path, model_dir, compare=[["dasd", "sd"]],
+                      comparison={"resamples": 500, "seed": 3})
+    root = tmp_path / "run"
+    saved = json.loads((root / "results.json").read_text())
+    pairs = [(c["a"], c["b"]) for c in saved["comparison"]["comparisons"] if c["level"] == "all"]
+    assert pairs == [("sd", "origin"), ("dasd", "origin"), ("dasd", "sd")]
+    scores = {name: problem_scores(read_jsonl(root / "eval" / f"{name}.jsonl"))
+              for name in ("origin", "sd", "dasd")}
+    again = compare_models(scores, pairs, CompareSettings(resamples=500, seed=3))
+    assert saved["comparison"] == json.loads(json.dumps(again))  # from the eval rows alone
+    assert set(saved["comparison"]["accuracy"]) == {"origin", "sd", "dasd"}
+    text = (root / "results.md").read_text()
+    assert "## Paired comparisons" in text and "not distinguishable from origin at n = 3" in text
+    assert "peak resident memory" in text
+    for name in ("sd", "dasd"):
+        for stage in ("generate", "train", "eval"):
+            assert report["methods"][name][stage]["peak_rss_mb"] > 0, (name, stage)
+
+
+def test_a_compare_pair_naming_no_model_is_refused(tmp_path, model_dir):
+    for pairs, message in [([["dasd", "sdd"]], "'sdd' is not a model of this run"),
+                           ([["dasd"]], "each entry is a pair"),
+                           ([["sd", "sd"]], "each entry is a pair")]:
+        with pytest.raises(DasdError, match=message):
+            tiny_config(tmp_path, model_dir, compare=pairs)
+    with pytest.raises(DasdError, match="resamples must be >= 100"):
+        tiny_config(tmp_path, model_dir, comparison={"resamples": 5})

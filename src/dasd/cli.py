@@ -99,17 +99,35 @@ def print_eval_summary(summary: dict[str, Any]) -> None:
 
 
 def print_run_results(report: dict[str, Any]) -> None:
-    from dasd.run import TABLE_LEGEND, results_rows
+    from dasd.run import (
+        COMPARISON_LEGEND,
+        TABLE_LEGEND,
+        comparison_rows,
+        results_rows,
+        run_peak_mb,
+    )
 
     header, rows = results_rows(report)
+    peak = run_peak_mb(report)
+    memory = f", peak {peak:.0f} MB" if peak is not None else ""
     table = Table(title=f"{report['name']}: {report['model']} on {report['task']} "
-                        f"({report['total_seconds']:.0f} s)")
+                        f"({report['total_seconds']:.0f} s{memory})")
     for column in header:
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
         table.add_row(*row)
     results.print(table)
     results.print(TABLE_LEGEND, style="dim")
+    header, rows = comparison_rows(report)
+    if rows:
+        table = Table(title="Paired comparisons (all levels)")
+        for column in header:
+            table.add_column(column, justify="left" if column in ("comparison", "conclusion")
+                             else "right")
+        for row in rows:
+            table.add_row(*row)
+        results.print(table)
+        results.print(COMPARISON_LEGEND, style="dim")
     if report.get("analysis"):
         results.print(f"analysis report: {report['analysis']}")
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from dasd.analysis.compare import CompareSettings, compare_models, default_pairs, problem_scores
 from dasd.config import (
     ROWS,
     STAGE,
@@ -34,9 +35,10 @@ from dasd.config import (
 from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
 from dasd.evaluation.evaluate import EvalConfig, evaluate
+from dasd.memory import peak_memory
 from dasd.methods import DECODE, REFERENCE, Method, all_settings, get_method, methods
 from dasd.models import parse_device
-from dasd.records import check_writable
+from dasd.records import check_writable, read_jsonl
 from dasd.training import TrainConfig, train
 from dasd.training.onpolicy import METHODS as ONPOLICY_METHODS
 from dasd.training.onpolicy import OnPolicyConfig, train_onpolicy
@@ -201,6 +203,12 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={
         "help": "evaluation settings (model, adapter, task and out are set per method); "
                 "the whole test split unless limit is set"})
+    compare: list[list[str]] = field(default_factory=list, metadata={
+        "help": "pairs of models to compare besides each against origin and sd, e.g. "
+                "'[[dasd, dasd-g0.1]]'", "effect": "none"})
+    comparison: CompareSettings = field(default_factory=CompareSettings, metadata={
+        "help": "intervals and paired tests of the results (confidence, resamples, seed)",
+        "effect": "none"})
 
     def __post_init__(self) -> None:
         if self.out_dir is None:
@@ -209,6 +217,7 @@ class RunConfig:
         names = [m.name for m in self.methods]
         if ORIGIN in names or len(set(names)) != len(names):
             raise DasdError(f"method names must be unique and not '{ORIGIN}'; got {names}")
+        self._check_compare([ORIGIN, *names])
         for i, spec in enumerate(self.methods):  # fail now on a bad setting, not mid-run
             earlier = names[:i]
             if spec.data_from is not None and spec.data_from not in earlier:
@@ -220,6 +229,16 @@ class RunConfig:
             if spec.data_from is None:
                 self.data_config(spec)
             self.train_config(spec, "data.jsonl")
+
+    def _check_compare(self, names: list[str]) -> None:
+        for pair in self.compare:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise DasdError(f"compare: each entry is a pair of two models, e.g. "
+                                f"[dasd, sd]; got {pair}")
+            for name in pair:
+                if name not in names:
+                    raise DasdError(f"compare: '{name}' is not a model of this run; use "
+                                    f"{', '.join(names)}{did_you_mean(name, names)}")
 
     def data_config(self, spec: MethodSpec) -> GenerateConfig | ProblemConfig:
         """The data stage of a method that writes its own rows: its rule's generation, or
@@ -280,6 +299,7 @@ class RunConfig:
 
 
 TEST = "test"
+ALL = "all"
 # The settings that decide which problems a stage reads.
 SELECTION_KEYS = ("task", "split", "data", "limit", "sample", "levels", "seed")
 
@@ -380,8 +400,10 @@ def run_stage(marker: Path, config: Any, inputs: list[str],
     if previous and previous.get("rows") != rows_key:
         config = dataclasses.replace(config, overwrite=True)  # its rows change: start over
     start = time.perf_counter()
-    summary = stage(config)  # (only a summary setting changed: it resumes, decoding nothing)
+    with peak_memory() as memory:
+        summary = stage(config)  # (only a summary setting changed: it resumes, decoding nothing)
     summary["stage_seconds"] = time.perf_counter() - start
+    summary["peak_rss_mb"] = memory["peak_rss_mb"]
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"fingerprint": key, "rows": rows_key, "summary": summary},
                                  default=str))
@@ -459,7 +481,8 @@ def run(config: RunConfig) -> dict[str, Any]:
     selections = select_problems(config)  # a missing data file stops here, before the model
     check_writable(root, is_dir=True, flag="out_dir")
     start = time.perf_counter()
-    model, tokenizer = load_model(config.model, config.dtype, config.device)
+    with peak_memory() as load_memory:
+        model, tokenizer = load_model(config.model, config.dtype, config.device)
     root.mkdir(parents=True, exist_ok=True)  # only once the model loads: nothing half-made
     write_resolved_config(config, root / "config.yaml")
     with (root / "config.yaml").open("a") as fh:  # the problems drawn, id by id
@@ -476,15 +499,32 @@ def run(config: RunConfig) -> dict[str, Any]:
         results[spec.name] = run_method(config, spec, model, tokenizer)
     report = {"name": config.name, "model": config.model, "task": config.task,
               "total_seconds": time.perf_counter() - start,
-              "problems": problems_record(selections), "methods": results}
+              "load_peak_rss_mb": load_memory["peak_rss_mb"],
+              "problems": problems_record(selections), "methods": results,
+              "comparison": compare_run(config, results)}
     (root / "results.json").write_text(json.dumps(report, indent=2, default=str))
     (root / "results.md").write_text(results_markdown(report))
     if config.analyze:
         from dasd.analysis import AnalyzeConfig, analyze
 
-        report["analysis"] = analyze(AnalyzeConfig(path=str(root)))["report"]
+        with peak_memory() as memory:
+            report["analysis"] = analyze(AnalyzeConfig(path=str(root)))["report"]
+        report["analysis_peak_rss_mb"] = memory["peak_rss_mb"]
+        (root / "results.json").write_text(json.dumps(report, indent=2, default=str))
         log.info("analysis report: %s", report["analysis"])
     return report
+
+
+def compare_run(config: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy intervals of every evaluated model and the paired comparisons (each model
+    against origin and sd, and the config's `compare` pairs), from the eval rows."""
+    scores = {}
+    for name, result in results.items():
+        path = Path(config.eval_config(name, None).out)
+        if result.get("eval") and path.is_file():
+            scores[name] = problem_scores(read_jsonl(path))
+    return compare_models(scores, default_pairs(list(scores), config.compare),
+                          config.comparison)
 
 
 def _levels(report: dict[str, Any]) -> list[str]:
@@ -504,7 +544,16 @@ TABLE_LEGEND = ("Accuracy on the held-out split (number of problems in parenthes
                 "correct/total: correctly answered generated samples; trained on: the rows "
                 "training used (all rows with train.only_correct false); high-PPL %: share of "
                 "the correct samples' tokens with base-model perplexity > 2.5; stage wall times "
-                "in seconds.")
+                "in seconds; peak MB: each stage's peak resident memory (the whole process).")
+
+
+COMPARISON_LEGEND = ("Every model answered the same problems, so pairs are compared problem "
+                     "by problem: the accuracy difference (a - b, in points) with a paired "
+                     "bootstrap interval (problems resampled, seeded), the problems each model "
+                     "alone got right, and the exact two-sided McNemar p-value on those "
+                     "discordant problems (with eval.samples n > 1: the exact sign test on "
+                     "per-problem accuracies). An interval that covers 0 means the two cannot "
+                     "be told apart on these problems. Accuracy intervals: Wilson.")
 
 
 def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -516,11 +565,14 @@ def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = (["method", "accuracy (n)"] + ["pass@k"] * sampled
               + [name.replace("_", "-") for name in checkers] + [f"L{lvl}" for lvl in levels]
               + ["correct/total", "trained on", "high-PPL %", "gen s", "train s", "eval s",
-                 "train tok/s"])
+                 "train tok/s", "peak MB gen/train/eval"])
     rows = []
     for name, result in report["methods"].items():
         gen, tr, ev = result.get("generate"), result.get("train"), result.get("eval")
-        acc = [f"{ev['accuracy']:.3f} ({_problems(ev)})"] if ev else ["-"]
+        interval = report.get("comparison", {}).get("accuracy", {}).get(name, {}).get(ALL)
+        ci = (f" [{interval['ci_low']:.3f}, {interval['ci_high']:.3f}]"
+              if interval and interval.get("ci_low") is not None else "")
+        acc = [f"{ev['accuracy']:.3f}{ci} ({_problems(ev)})"] if ev else ["-"]
         if sampled:
             acc.append(f"{ev['pass@k']:.3f}" if ev and "pass@k" in ev else "-")
         others = (ev or {}).get("other_checks", {})
@@ -532,7 +584,21 @@ def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                      f"{high_ppl:.2f}" if high_ppl is not None else "-",
                      _seconds(gen), _seconds(tr), _seconds(ev),
                      f"{tr['tokens_per_second']:.1f}" if tr and tr.get("tokens_per_second")
-                     else "-"])
+                     else "-", "/".join(_peak(s) for s in (gen, tr, ev))])
+    return header, rows
+
+
+def comparison_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The paired comparisons over all levels as header + rows of strings (per level:
+    results.json and the analysis report)."""
+    comparison = report.get("comparison") or {}
+    level = f"{100 * comparison.get('confidence', 0.95):g}% interval"
+    header = ["comparison", "difference (points)", level, "problems a/b better",
+              "p (exact)", "conclusion"]
+    rows = [[f"{c['a']} - {c['b']}", f"{100 * c['difference']:+.1f}",
+             f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]",
+             f"{c['a_better']}/{c['b_better']}", f"{c['p_value']:.3g}", c["verdict"]]
+            for c in comparison.get("comparisons", []) if c["level"] == ALL]
     return header, rows
 
 
@@ -562,6 +628,22 @@ def _trained_column(result: dict[str, Any]) -> str:
     return "0 (skipped)" if result.get("generate") and not train else "-"
 
 
+def _peak(summary: dict[str, Any] | None) -> str:
+    """A stage's peak resident memory in MB ("-": not run, or run by an older dasd)."""
+    peak = (summary or {}).get("peak_rss_mb")
+    return "-" if peak is None else f"{peak:.0f}"
+
+
+def run_peak_mb(report: dict[str, Any]) -> float | None:
+    """The run's peak resident memory: the largest of its stages', model load's and
+    analysis'."""
+    peaks = [report.get("load_peak_rss_mb"), report.get("analysis_peak_rss_mb")] + [
+        (result.get(stage) or {}).get("peak_rss_mb") for result in report["methods"].values()
+        for stage in ("generate", "train", "eval")]
+    peaks = [p for p in peaks if p is not None]
+    return max(peaks) if peaks else None
+
+
 def _seconds(summary: dict[str, Any] | None) -> str:
     if not summary:
         return "-"
@@ -574,5 +656,13 @@ def results_markdown(report: dict[str, Any]) -> str:
     lines = [f"# {report['name']}: {report['model']} on {report['task']}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", f"Total wall time: {report['total_seconds']:.0f} s. " + TABLE_LEGEND]
+    header, rows = comparison_rows(report)
+    if rows:
+        lines += ["", "## Paired comparisons", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", COMPARISON_LEGEND]
+    peak = run_peak_mb(report)
+    memory = f"; peak resident memory {peak:.0f} MB" if peak is not None else ""
+    lines += ["", f"Total wall time: {report['total_seconds']:.0f} s{memory}. " + TABLE_LEGEND]
     return "\n".join(lines) + "\n"
