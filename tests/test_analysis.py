@@ -173,9 +173,6 @@ def make_run(tmp_path, with_eval=True):
     write_jsonl(gen / "sd.jsonl", sd)
     write_jsonl(gen / "dasd.jsonl", dasd)
     write_jsonl(gen / "base.jsonl", base)
-    # evaluation rows have no per-token statistics: they must be skipped
-    write_jsonl(root / "eval" / "dasd.jsonl", [{"id": "x", "level": 1, "response": "7",
-                                                "correct": True}])
     # training logs: SFT's (with TRL's closing summary line) and an on-policy method's
     write_jsonl(root / "train" / "sd" / "train_log.jsonl",
                 [{"loss": 1.5, "step": 1}, {"loss": 1.25, "step": 2},
@@ -188,6 +185,11 @@ def make_run(tmp_path, with_eval=True):
             summary = {"n": 4, "correct": int(2 * sum(acc)), "accuracy": sum(acc) / 2,
                        "per_level": {str(k + 1): {"n": 2, "correct": int(2 * a), "accuracy": a}
                                      for k, a in enumerate(acc)}}
+            # the per-problem verdicts behind it (evaluation rows have no per-token
+            # statistics: the generated-data analyses must skip them)
+            write_jsonl(root / "eval" / f"{name}.jsonl", [
+                {"id": f"p{i}", "level": 1 + i // 2, "response": "7",
+                 "correct": i % 2 < 2 * acc[i // 2]} for i in range(4)])
             (root / "eval" / f"{name}.summary.json").write_text(json.dumps(summary))
     return root
 
@@ -214,7 +216,8 @@ def test_figures_draw_exactly_the_csv_numbers(analyzed):
     out = root / "analysis"
     assert {f.split("/")[-1] for f in result["figures"]} == {
         f"{k}.png" for k in ("high_ppl", "segment_ppl", "alignment", "categories", "frontier",
-                             "departures", "accuracy", "training_loss", "onpolicy", "phi")}
+                             "departures", "accuracy", "comparisons", "training_loss",
+                             "onpolicy", "phi")}
     assert all((out / f"{k}.pdf").is_file() for k in ("high_ppl", "phi"))
     assert [i["method"] for i in result["inputs"]] == ["base", "sd", "dasd"]
 
@@ -236,6 +239,11 @@ def test_figures_draw_exactly_the_csv_numbers(analyzed):
             continue
         if name == "onpolicy":  # four panels per method: tests/test_analysis_onpolicy.py
             continue
+        if name in ("accuracy", "comparisons"):
+            checked += check_intervals(name, csv_rows, drawn)
+            drawn = [a for a in drawn if not a.get_gid().endswith("|interval")]
+            if name == "comparisons":
+                continue
         plotted = {"high_ppl": "high_ppl_percent", "segment_ppl": "percent",
                    "categories": "percent"}
         if name in plotted:  # every bar of the CSV is drawn (filtered = a sum, not a bar)
@@ -269,6 +277,29 @@ def test_figures_draw_exactly_the_csv_numbers(analyzed):
                 assert list(artist.get_ydata()) == expected
             checked += 1
     assert checked > 40
+
+
+def check_intervals(name, csv_rows, drawn):
+    """Every error bar spans its CSV interval: accuracy per model and level (points are
+    shifted apart in x, never in y), and each paired difference (all levels)."""
+    checked = 0
+    for artist in drawn:
+        if name == "accuracy" and artist.get_gid().endswith("|interval"):
+            method = artist.get_gid().split("|")[0]
+            rows = [r for r in csv_rows if r["method"] == method and r["level"] != "all"]
+            spans = [sorted(seg[:, 1]) for seg in artist.get_segments()]
+            assert spans == [pytest.approx([_num(r["ci_low_percent"]),
+                                            _num(r["ci_high_percent"])], abs=1e-9) for r in rows]
+            checked += 1
+        elif name == "comparisons":
+            a, b = artist.get_gid().split("-")
+            (row,) = [r for r in csv_rows if (r["a"], r["b"], r["level"]) == (a, b, "all")]
+            assert list(artist.get_xdata()) == [_num(row["difference_points"])]
+            checked += 1
+    expected = len({r["method"] for r in csv_rows}) if name == "accuracy" else \
+        sum(r["level"] == "all" for r in csv_rows)
+    assert checked == expected
+    return checked
 
 
 def check_frontier_or_departures(name, csv_rows, drawn):
@@ -305,7 +336,7 @@ def test_report_is_self_contained_with_figures_and_token_browser(analyzed):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert "<link" not in page and "@import" not in page and "url(" not in page
     images = re.findall(r'<img [^>]*src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)
-    assert len(images) == len(result["figures"]) == 10
+    assert len(images) == len(result["figures"]) == 11
     assert 'id="tb-data"' in page and 'id="tb-tokens"' in page
     data = json.loads(re.search(r'id="tb-data">(.*?)</script>', page, re.S).group(1))
     assert data["methods"] == ["base", "sd", "dasd"]

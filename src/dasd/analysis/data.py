@@ -8,6 +8,7 @@ written by `dasd generate` (alone: `runs/<task>/<method>.jsonl`; in a run:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -17,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from dasd.analysis.compare import CompareSettings
 from dasd.errors import DasdError
-from dasd.records import read_jsonl
+from dasd.records import read_jsonl, read_text
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,27 @@ def load_eval_summaries(root: Path, exclude: Path | None = None) -> dict[str, di
                 "accuracy" in data:
             found[path.name.removesuffix(".summary.json")] = data
     return found
+
+
+def load_eval_rows(root: Path, names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The per-problem verdicts (`eval/<name>.jsonl`) of the evaluated models `names`."""
+    found = {}
+    for name in names:
+        path = root / "eval" / f"{name}.jsonl"
+        if path.is_file():
+            found[name] = read_jsonl(path)
+    return found
+
+
+def load_comparison_request(root: Path) -> tuple[CompareSettings, list[list[str]]]:
+    """The run's `comparison` settings and `compare` pairs (its config.yaml), else the
+    defaults."""
+    path = root / "config.yaml"
+    config = yaml.safe_load(read_text(path)) if path.is_file() else None
+    config = config if isinstance(config, dict) else {}
+    known = {f.name for f in dataclasses.fields(CompareSettings)}
+    settings = {k: v for k, v in (config.get("comparison") or {}).items() if k in known}
+    return CompareSettings(**settings), list(config.get("compare") or [])
 
 
 _TOKENIZERS: dict[str, Any] = {}

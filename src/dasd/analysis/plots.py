@@ -248,16 +248,61 @@ def plot_alignment(table: Table, subset: str) -> Figure:
 
 
 def plot_accuracy(table: Table) -> Figure:
+    """Accuracy per level, one line per model, with its interval as error bars (models
+    shifted apart a little so their bars do not cover each other)."""
     levels = _levels(table, with_all=False)
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
-    for method in _methods(table):
+    methods = _methods(table)
+    for k, method in enumerate(methods):
         overall = _value(table, "accuracy_percent", method=method, level=ALL)
+        low = _value(table, "ci_low_percent", method=method, level=ALL)
+        high = _value(table, "ci_high_percent", method=method, level=ALL)
+        span = f" [{low:.1f}, {high:.1f}]" if low is not None else ""
         _lines(ax, table, "accuracy_percent", levels, method, method,
-               f"{method} (all levels {overall:.1f}%)")
+               f"{method} (all levels {overall:.1f}%{span})")
+        _error_bars(ax, table, levels, method, 0.06 * (k - (len(methods) - 1) / 2))
     _accuracy_axes(ax, levels, "Held-out accuracy by difficulty level",
                    "difficulty level of the test problem", "accuracy (% of problems)",
                    "model (training data)")
+    return fig
+
+
+def _error_bars(ax, table: Table, levels: list[str], method: str, shift: float) -> None:
+    points = [(j + shift, r) for j, level in enumerate(levels) for r in table
+              if r["method"] == method and r["level"] == level
+              and r.get("ci_low_percent") is not None]
+    if not points:
+        return
+    xs = [x for x, _ in points]
+    ys = [r["accuracy_percent"] for _, r in points]
+    below = [r["accuracy_percent"] - r["ci_low_percent"] for _, r in points]
+    above = [r["ci_high_percent"] - r["accuracy_percent"] for _, r in points]
+    bars = ax.errorbar(xs, ys, yerr=[below, above], fmt="none", capsize=3, linewidth=1,
+                       ecolor=method_style(method).color, alpha=0.8)
+    for part in bars.lines[2]:
+        part.set_gid(f"{method}|interval")
+
+
+def plot_comparisons(table: Table) -> Figure:
+    """Paired differences (all levels) with their intervals; the zero line is 'no
+    difference'."""
+    rows = [r for r in table if r["level"] == ALL]
+    fig = Figure(figsize=(7, 0.9 + 0.45 * max(len(rows), 1)), layout="constrained")
+    ax = fig.subplots()
+    for y, r in enumerate(rows):
+        color = method_style(r["a"]).color if r["distinguishable"] else "0.55"
+        ax.errorbar([r["difference_points"]], [y],
+                    xerr=[[r["difference_points"] - r["ci_low_points"]],
+                          [r["ci_high_points"] - r["difference_points"]]],
+                    fmt="o", color=color, capsize=4)[0].set_gid(f"{r['a']}-{r['b']}")
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [f"{r['a']} - {r['b']} (n = {r['n']}, p = "
+                                     f"{r['p_value']:.2g})" for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy difference a - b (points), paired bootstrap interval")
+    ax.set_title("Paired comparisons (grey: interval covers 0, not distinguishable)")
+    ax.grid(axis="x", alpha=0.3)
     return fig
 
 

@@ -19,9 +19,12 @@ from typing import Any, Literal
 
 from dasd import __version__
 from dasd.analysis import departures, frontier, onpolicy, plots, tables
+from dasd.analysis.compare import CompareSettings, compare_models, default_pairs, problem_scores
 from dasd.analysis.data import (
     GeneratedFile,
     find_generated,
+    load_comparison_request,
+    load_eval_rows,
     load_eval_summaries,
     load_generated,
     load_tokenizer_offline,
@@ -216,13 +219,28 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
     sections += [frontier_section(files, threshold), departures_section(files, texts)]
     found = load_eval_summaries(root, exclude=out) if root.is_dir() else {}
     summaries = {k: found[k] for k in sorted(found, key=plots.method_sort_key)}
+    comparison = compare_run_folder(root, list(summaries))
     sections.append(Section(
         "accuracy", "5. Accuracy by difficulty",
         "Held-out accuracy per difficulty level of each evaluated model (origin = untrained; "
-        "others trained on the named method's data), from eval/*.summary.json of `dasd run`.",
-        {"accuracy": tables.accuracy_table(summaries)},
+        "others trained on the named method's data), from eval/*.summary.json of `dasd run`, "
+        f"with {100 * comparison['confidence']:g}% intervals (Wilson; a bootstrap over "
+        "problems for sampled evaluation) from the per-problem verdicts (eval/*.jsonl).",
+        {"accuracy": tables.accuracy_table(summaries, comparison["accuracy"])},
         note=None if summaries else f"no evaluation results (eval/*.summary.json) under {root}; "
         "run `dasd run` to get accuracy by difficulty"))
+    sections.append(Section(
+        "comparisons", "5a. Paired comparisons",
+        "Each model against origin and sd (and the run's `compare` pairs), problem by "
+        "problem: the difference of accuracies (a - b, points) with a paired bootstrap "
+        f"interval ({comparison['resamples']} resamples of the problems, seed "
+        f"{comparison['seed']}), the problems only a or only b got right, and the exact "
+        "McNemar p-value on them (the exact sign test on per-problem accuracies with "
+        "eval.samples n > 1). An interval covering 0: the two are not distinguishable on "
+        "these problems.",
+        {"comparisons": tables.comparison_table(comparison["comparisons"])},
+        note=None if comparison["comparisons"] else "no two evaluated models to compare "
+        "(eval/*.jsonl)"))
     by_training = tables.training_level_table(summaries, load_training_levels(root))
     sections.append(Section(
         "training_level", "5b. Accuracy vs training difficulty",
@@ -256,6 +274,15 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
     return sections
 
 
+def compare_run_folder(root: Path, names: list[str]) -> dict[str, Any]:
+    """`compare_models` over the eval rows of a run folder, with the run's settings."""
+    settings, extra = load_comparison_request(root) if root.is_dir() else (CompareSettings(),
+                                                                            [])
+    rows = load_eval_rows(root, names) if root.is_dir() else {}
+    scores = {name: problem_scores(r) for name, r in rows.items()}
+    return compare_models(scores, default_pairs(list(scores), extra), settings)
+
+
 def draw(section: Section, config: AnalyzeConfig, segmentation: str):
     """The figure of a section, or None when its table is empty."""
     subset = "correct samples" if config.only_correct else "all samples"
@@ -278,6 +305,8 @@ def draw(section: Section, config: AnalyzeConfig, segmentation: str):
         return plots.plot_departures(main)
     if section.key == "accuracy":
         return plots.plot_accuracy(main)
+    if section.key == "comparisons":
+        return plots.plot_comparisons(main)
     if section.key == "training_level":
         return plots.plot_training_levels(main)
     if section.key == "training_loss":

@@ -216,11 +216,15 @@ def category_table(runs: Runs, only_correct: bool = True) -> Table:
 
 # 5. Accuracy by difficulty -----------------------------------------------------------------
 
-def accuracy_table(summaries: Mapping[str, dict[str, Any]]) -> Table:
-    """Held-out accuracy per level of every evaluated model (`eval/<name>.summary.json`).
+def accuracy_table(summaries: Mapping[str, dict[str, Any]],
+                   intervals: Mapping[str, Mapping[str, dict[str, Any]]] | None = None
+                   ) -> Table:
+    """Held-out accuracy per level of every evaluated model (`eval/<name>.summary.json`),
+    with its interval where `intervals[model][level]` has one (`compare_models`).
 
     `of` is the size of the test split and `subset` says whether the evaluation used fewer
     problems (an eval limit or levels): such a score is not the benchmark's."""
+    intervals = intervals or {}
     table = []
     for method, summary in summaries.items():
         levels = sorted(summary["per_level"], key=level_sort_key)
@@ -233,8 +237,28 @@ def accuracy_table(summaries: Mapping[str, dict[str, Any]]) -> Table:
                           "of": drawn.get("of") if level == ALL else None,
                           "subset": bool(drawn.get("subset")),
                           "correct": s.get("correct"), "accuracy": s["accuracy"],
-                          "accuracy_percent": 100.0 * s["accuracy"]})
+                          "accuracy_percent": 100.0 * s["accuracy"],
+                          **_interval_percent(intervals.get(method, {}).get(level))})
     return table
+
+
+def _interval_percent(interval: dict[str, Any] | None) -> dict[str, Any]:
+    if not interval or interval.get("ci_low") is None:
+        return {"ci_low_percent": None, "ci_high_percent": None}
+    return {"ci_low_percent": 100.0 * interval["ci_low"],
+            "ci_high_percent": 100.0 * interval["ci_high"]}
+
+
+def comparison_table(comparisons: list[dict[str, Any]]) -> Table:
+    """Paired comparisons (`compare_models`), in points, per level."""
+    return [{"a": c["a"], "b": c["b"], "level": c["level"], "n": c["n"],
+             "accuracy_a_percent": 100.0 * c["accuracy_a"],
+             "accuracy_b_percent": 100.0 * c["accuracy_b"],
+             "difference_points": 100.0 * c["difference"],
+             "ci_low_points": 100.0 * c["ci_low"], "ci_high_points": 100.0 * c["ci_high"],
+             "a_better": c["a_better"], "b_better": c["b_better"], "p_value": c["p_value"],
+             "test": c["test"], "distinguishable": c["distinguishable"],
+             "verdict": c["verdict"]} for c in comparisons]
 
 
 def training_level_table(summaries: Mapping[str, dict[str, Any]],
