@@ -364,3 +364,26 @@ def test_a_compare_pair_naming_no_model_is_refused(tmp_path, model_dir):
             tiny_config(tmp_path, model_dir, compare=pairs)
     with pytest.raises(DasdError, match="resamples must be >= 100"):
         tiny_config(tmp_path, model_dir, comparison={"resamples": 5})
+
+
+def test_progress_names_each_model_as_the_run_names_it(tmp_path, model_dir, monkeypatch):
+    from contextlib import contextmanager
+
+    import dasd.decoding.generate as generate_module
+    import dasd.evaluation.evaluate as evaluate_module
+
+    labels = []
+    real = generate_module.progress_bar
+
+    @contextmanager
+    def recording(description, *args, **kwargs):
+        labels.append(description)
+        with real(description, *args, **kwargs) as bar:
+            yield bar
+
+    monkeypatch.setattr(generate_module, "progress_bar", recording)
+    monkeypatch.setattr(evaluate_module, "progress_bar", recording)
+    tiny_run(tmp_path, model_dir, methods=[{"name": "dasd-g0.1", "method": "dasd",
+                                            "guard": 0.1}])
+    assert labels == ["eval origin on arith/test", "dasd-g0.1 on arith/train",
+                      "eval dasd-g0.1 on arith/test"]

@@ -193,7 +193,7 @@ def _decode_missing(config, task, template, examples, done, rule, model, tokeniz
     texts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs) for e in pending]
     ids = [(encode(tokenizer, base), encode(tokenizer, ref)) for base, ref in texts]
     total_tokens, start, first = 0, time.perf_counter(), 0
-    with progress_bar(f"{config.method} on {config.task}/{config.split}",
+    with progress_bar(f"{out.stem} on {config.task}/{config.split}",  # as a run names it
                       total=len(pending), initial=len(examples) - len(pending)) as bar:
         decoded = decode_batches(
             config.decoder(), [len(batch) for batch in todo], model, [r for _, r in ids],

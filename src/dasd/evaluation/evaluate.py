@@ -371,8 +371,7 @@ def _decode_missing(config: EvalConfig, task: Task, template, examples: list[Exa
     eos = eos_token_ids(model, tokenizer)
     todo = pending_batches(examples, done, config.batch_size)
     remaining = sum(map(len, todo))
-    label = f"eval {Path(config.adapter).name if config.adapter else 'base'} on " \
-            f"{config.task}/{config.split}"
+    label = f"eval {out.stem} on {config.task}/{config.split}"  # the model as runs name it
     position = {e.id: i for i, e in enumerate(examples)}
     total_tokens, start = 0, time.perf_counter()
     with progress_bar(label, total=remaining, initial=len(examples) - remaining) as bar:
