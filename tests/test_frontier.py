@@ -20,8 +20,11 @@ from tests.test_analysis import row, write_jsonl
 
 
 def method_rows(method, correct, p_base, settings=None, categories=None):
+    """Rows of one decoding setting; each setting writes its own tokens (ids from its
+    p_base list, so settings with other statistics never share a response)."""
+    ids = [int(1000 * p) + j for j, p in enumerate(p_base)] + [len(correct)]
     return [row(i, 1, p_base, method=method, correct=c, settings=settings,
-                category=categories) for i, c in enumerate(correct)]
+                category=categories, ids=ids) for i, c in enumerate(correct)]
 
 
 def test_frontier_table_by_hand():
@@ -118,3 +121,26 @@ def test_show_marks_the_answer_losing_departure(tmp_path):
     text = console.export_text()
     assert "ab[x]y" in text and "answer-losing departure at token 2 [x] (word piece" in text
     assert text.count("answer-losing departure") == 1  # not on sd's own row
+
+
+def test_distance_from_sd_counts_identical_rows_and_departed_tokens():
+    from dasd.analysis.frontier import frontier_table
+
+    def rows(method, settings, ids_tokens, ranks):
+        return [{"id": i, "method": method, "settings": settings, "completion_ids": toks,
+                 "correct": True, "level": 1,
+                 "tokens": {"category": [0] * len(toks), "p_base": [0.9] * len(toks),
+                            "ref_rank": rk}}
+                for (i, toks), rk in zip(ids_tokens, ranks, strict=True)]
+
+    sd = rows("sd", {}, [("a", [1, 2]), ("b", [3, 4])], [[1, 1], [1, 1]])
+    twin = rows("dasd", {"guard": 0.1}, [("a", [1, 2]), ("b", [3, 4])], [[1, 1], [1, 1]])
+    paper = rows("dasd", {}, [("a", [1, 5]), ("b", [3, 4])], [[1, 2], [1, 1]])
+    table = {r["method"]: r for r in frontier_table({"sd": sd, "dasd-g0.1": twin,
+                                                     "dasd": paper})}
+    assert table["dasd"]["same_as_sd_percent"] == 50.0
+    assert table["dasd"]["departed_tokens_percent"] == 25.0
+    assert table["dasd-g0.1"]["same_as_sd_percent"] == 100.0
+    assert table["dasd-g0.1"]["same_as_paper_dasd_percent"] == 50.0
+    assert table["dasd-g0.1"]["equals_sd"] and not table["sd"]["equals_sd"]
+    assert not table["dasd-g0.1"]["pareto_kept"]  # sd under another name: no point of its own

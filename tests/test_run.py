@@ -351,6 +351,10 @@ def test_results_carry_intervals_paired_comparisons_and_peak_memory(tmp_path, mo
     text = (root / "results.md").read_text()
     assert "## Paired comparisons" in text and "not distinguishable from origin at n = 3" in text
     assert "peak resident memory" in text
+    distance = saved["distance_from_sd"]
+    assert distance["sd"]["same_as_sd_percent"] == 100.0
+    assert distance["sd"]["departed_tokens_percent"] == 0.0  # sd writes the reference top-1
+    assert 0.0 <= distance["dasd"]["same_as_sd_percent"] <= 100.0
     for name in ("sd", "dasd"):
         for stage in ("generate", "train", "eval"):
             assert report["methods"][name][stage]["peak_rss_mb"] > 0, (name, stage)

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from dasd.analysis import frontier
 from dasd.analysis.compare import CompareSettings, compare_models, default_pairs, problem_scores
 from dasd.config import (
     ROWS,
@@ -501,7 +502,8 @@ def run(config: RunConfig) -> dict[str, Any]:
               "total_seconds": time.perf_counter() - start,
               "load_peak_rss_mb": load_memory["peak_rss_mb"],
               "problems": problems_record(selections), "methods": results,
-              "comparison": compare_run(config, results)}
+              "comparison": compare_run(config, results),
+              "distance_from_sd": distance_from_sd(config, results)}
     (root / "results.json").write_text(json.dumps(report, indent=2, default=str))
     (root / "results.md").write_text(results_markdown(report))
     if config.analyze:
@@ -527,6 +529,19 @@ def compare_run(config: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
                           config.comparison)
 
 
+def distance_from_sd(config: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
+    """Per decoding method: the share of its rows token for token sd's, and of its tokens
+    that are not the reference top-1 (where sd would have written another token)."""
+    decoded = {spec.name: read_jsonl(config.data_path(spec)) for spec in config.methods
+               if spec.decodes and results.get(spec.name, {}).get("generate")
+               and Path(config.data_path(spec)).is_file()}
+    sd_rows = frontier.distance_from(decoded, frontier.SD)
+    return {name: {"same_as_sd_percent": frontier.identical_rows_percent(rows, sd_rows)
+                   if sd_rows is not None else None,
+                   "departed_tokens_percent": frontier.departed_tokens_percent(rows)}
+            for name, rows in decoded.items()}
+
+
 def _levels(report: dict[str, Any]) -> list[str]:
     """Difficulty levels of the table's columns; none for a task without levels (MBPP)."""
     levels = {lvl for r in report["methods"].values() for lvl in r.get("eval", {}).get(
@@ -543,7 +558,10 @@ TABLE_LEGEND = ("Accuracy on the held-out split (number of problems in parenthes
                 "the same answers scored by math-verify alone, as other harnesses do); "
                 "correct/total: correctly answered generated samples; trained on: the rows "
                 "training used (all rows with train.only_correct false); high-PPL %: share of "
-                "the correct samples' tokens with base-model perplexity > 2.5; stage wall times "
+                "the correct samples' tokens with base-model perplexity > 2.5; rows = sd: share "
+                "of the method's rows token for token sd's (100: sd under another name), tokens "
+                "off sd: share of its tokens that are not the reference top-1, where sd would "
+                "have written another; stage wall times "
                 "in seconds; peak MB: each stage's peak resident memory (the whole process).")
 
 
@@ -564,8 +582,8 @@ def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                        for name in r.get("eval", {}).get("other_checks", {})})
     header = (["method", "accuracy (n)"] + ["pass@k"] * sampled
               + [name.replace("_", "-") for name in checkers] + [f"L{lvl}" for lvl in levels]
-              + ["correct/total", "trained on", "high-PPL %", "gen s", "train s", "eval s",
-                 "train tok/s", "peak MB gen/train/eval"])
+              + ["correct/total", "trained on", "high-PPL %", "rows = sd / tokens off sd %",
+                 "gen s", "train s", "eval s", "train tok/s", "peak MB gen/train/eval"])
     rows = []
     for name, result in report["methods"].items():
         gen, tr, ev = result.get("generate"), result.get("train"), result.get("eval")
@@ -582,6 +600,7 @@ def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         high_ppl = (gen or {}).get("high_ppl_percent_kept")
         rows.append([name, *acc, *per_level, _correct_column(result), _trained_column(result),
                      f"{high_ppl:.2f}" if high_ppl is not None else "-",
+                     _distance_column(report.get("distance_from_sd", {}).get(name)),
                      _seconds(gen), _seconds(tr), _seconds(ev),
                      f"{tr['tokens_per_second']:.1f}" if tr and tr.get("tokens_per_second")
                      else "-", "/".join(_peak(s) for s in (gen, tr, ev))])
@@ -626,6 +645,14 @@ def _trained_column(result: dict[str, Any]) -> str:
         replaced = sum((rows.get("replaced_by_reference") or {}).values())
         return f"{rows['used']}" + (f" ({replaced} references)" if replaced else "")
     return "0 (skipped)" if result.get("generate") and not train else "-"
+
+
+def _distance_column(distance: dict[str, Any] | None) -> str:
+    """"91.2 / 3.4": rows token for token sd's, tokens that are not the reference top-1."""
+    if not distance:
+        return "-"
+    same, off = distance["same_as_sd_percent"], distance["departed_tokens_percent"]
+    return " / ".join("-" if v is None else f"{v:.1f}" for v in (same, off))
 
 
 def _peak(summary: dict[str, Any] | None) -> str:

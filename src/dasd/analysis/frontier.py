@@ -52,9 +52,34 @@ def describe(rows: Rows) -> str:
     return " ".join([method, *shown])
 
 
+def identical_rows_percent(rows: Rows, other: Rows) -> float | None:
+    """Share of `rows` whose response is token for token the response of `other`'s row of
+    the same id (over the ids both have); None when they share no id with token ids."""
+    theirs = {r["id"]: r.get("completion_ids") for r in other}
+    pairs = [(r.get("completion_ids"), theirs[r["id"]]) for r in rows
+             if theirs.get(r["id"]) is not None and r.get("completion_ids") is not None]
+    return 100.0 * sum(a == b for a, b in pairs) / len(pairs) if pairs else None
+
+
+def departed_tokens_percent(rows: Rows) -> float | None:
+    """Share of the tokens that are not the reference top-1 at their position: where sd,
+    given the same prefix, would have emitted another token (from `tokens.ref_rank`)."""
+    ranks = [k for r in rows for k in (r.get("tokens") or {}).get("ref_rank") or []]
+    return 100.0 * sum(k != 1 for k in ranks) / len(ranks) if ranks else None
+
+
+def distance_from(runs: Mapping[str, Rows], wanted: str) -> Rows | None:
+    """The rows of the method whose role is `wanted` (sd, paper dasd), if one ran."""
+    return next((rows for rows in runs.values() if role(rows) == wanted), None)
+
+
 def frontier_table(runs: Mapping[str, Rows], threshold: float = 2.5) -> Table:
     """One row per method: kept rate, kept-at-n, high-PPL ratio of kept and of all rows,
-    token categories (all rows), its role, and whether it is Pareto-optimal per subset."""
+    token categories (all rows), its role, how far it is from sd (rows token-identical to
+    sd's and to the paper's DASD's, tokens that are not the reference top-1), whether it
+    equals sd (then it is no point of its own), and whether it is Pareto-optimal per
+    subset."""
+    sd_rows, paper_rows = distance_from(runs, SD), distance_from(runs, PAPER)
     table = []
     for method, rows in runs.items():
         kept = [r for r in rows if r.get("correct")]
@@ -72,17 +97,29 @@ def frontier_table(runs: Mapping[str, Rows], threshold: float = 2.5) -> Table:
             "kept_problems_percent": 100.0 * solved / problems if problems else None,
             "high_ppl_percent_kept": high_ppl_ratio(kept, threshold) if kept else None,
             "high_ppl_percent_all": high_ppl_ratio(rows, threshold) if rows else None,
-            **{f"{name}_percent": shares[name] for name in CATEGORY_NAMES}})
+            **{f"{name}_percent": shares[name] for name in CATEGORY_NAMES},
+            **_distances(rows, sd_rows, paper_rows)})
     for subset in SUBSETS:
         for row, optimal in zip(table, pareto(table, f"high_ppl_percent_{subset}"), strict=True):
             row[f"pareto_{subset}"] = optimal
     return table
 
 
+def _distances(rows: Rows, sd_rows: Rows | None, paper_rows: Rows | None) -> dict[str, Any]:
+    same_sd = identical_rows_percent(rows, sd_rows) if sd_rows is not None else None
+    return {"same_as_sd_percent": same_sd,
+            "same_as_paper_dasd_percent": identical_rows_percent(rows, paper_rows)
+            if paper_rows is not None else None,
+            "departed_tokens_percent": departed_tokens_percent(rows),
+            "equals_sd": same_sd == 100.0 and role(rows) != SD}
+
+
 def pareto(table: Table, ppl_column: str) -> list[bool]:
     """Per row: not dominated (another row keeps >= and has high-PPL <=, one strictly).
-    Rows without a value (no kept rows) are never optimal."""
-    points = [(r["kept_percent"], r[ppl_column]) for r in table]
+    Rows without a value (no kept rows) and rows equal to sd's (not a point of their own)
+    are never optimal."""
+    points = [(None, None) if r.get("equals_sd") else (r["kept_percent"], r[ppl_column])
+              for r in table]
 
     def dominated(kept: float, ppl: float) -> bool:
         return any(k is not None and p is not None and k >= kept and p <= ppl and

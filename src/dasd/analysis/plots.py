@@ -444,7 +444,7 @@ def _frontier_labels(table: Table, column: str) -> dict[str, tuple[str, int]]:
     for (x, y), rows in sorted(groups.items(), key=lambda item: -item[0][1]):
         rows.sort(key=lambda r: (not r["role"], r["method"]))
         text = " = ".join({SD: "SD", PAPER: "paper DASD"}.get(r["role"], r["method"])
-                          for r in rows)
+                          + (" (sd's rows)" if r.get("equals_sd") else "") for r in rows)
         near = sum(abs(x - px) / span < 0.12 and abs(y - py) < 6 for px, py in placed)
         labels[rows[0]["method"]] = (text, 4 - 9 * near)
         placed.append((x, y))

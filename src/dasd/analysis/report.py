@@ -136,6 +136,10 @@ def frontier_section(files: list[GeneratedFile], threshold: float) -> Section:
             f"than sd's: {', '.join(better) or 'no method'}."
             for which, better in (("the kept rows", frontier.beats_sd(table, "kept")),
                                   ("all rows", frontier.beats_sd(table, "all"))))
+        same = [r["method"] for r in table if r["equals_sd"]]
+        if same:
+            verdict += (f" Token for token sd's rows (sd with other labels, no point of their "
+                        f"own): {', '.join(same)}.")
     return Section(
         "frontier", "4b. The DASD-SD frontier",
         "Per method: kept rate (correct samples / samples) against the high-PPL ratio "
@@ -143,8 +147,13 @@ def frontier_section(files: list[GeneratedFile], threshold: float) -> Section:
         "rows; kept_problems = problems with at least one correct sample (kept-at-n with n "
         "samples per problem). SD = plain self-distillation, paper DASD = K 6, tau 0.2, ref "
         "fallback, no guard; Pareto-optimal = no other method keeps as many samples with a "
-        "ratio as low, better in one. A guard sweep (`guard` gamma between 1 = the paper and "
-        "0 = sd's tokens, and tau) is one `dasd run` config with one entry per setting.",
+        "ratio as low, better in one. Distance from sd: same_as_sd_percent = rows whose "
+        "response is token for token sd's on the same problem (same_as_paper_dasd_percent: "
+        "the paper DASD's), departed_tokens_percent = tokens that are not the reference "
+        "top-1 at their position (where sd, given the same prefix, would have emitted "
+        "another token); a method whose rows all equal sd's is sd under another name and is "
+        "never Pareto-optimal. A guard sweep (`guard` gamma between 1 = the paper and 0 = "
+        "sd's tokens, and tau) is one `dasd run` config with one entry per setting.",
         {"frontier": table}, note=verdict)
 
 
