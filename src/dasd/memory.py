@@ -1,19 +1,26 @@
 """Peak resident memory of a stage: what a laptop needs to run it.
 
-On Linux the kernel's high-water mark of the process (VmHWM) is reset before a stage
-(`/proc/self/clear_refs` 5) and read after it, so each stage reports its own peak; where
-that is unavailable the process's lifetime peak (getrusage) stands in, marked as such.
+The kernel keeps the process's high-water mark (VmHWM on Linux, ru_maxrss elsewhere).
+When a stage raises it, the new mark is that stage's peak, exactly. When it does not (an
+earlier stage peaked higher), a thread sampling the resident size every 20 ms gives the
+stage's peak; a spike shorter than that can slip between samples. The mark is never
+reset, so outside tools (`/usr/bin/time -v`) still see the process's true peak.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import resource
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+STATUS = Path("/proc/self/status")
+SAMPLE_SECONDS = 0.02
 
 
 def resident_mb() -> float | None:
@@ -31,29 +38,63 @@ def _status_mb(key: str) -> float | None:
     return None
 
 
-def _reset_peak() -> bool:
-    try:
-        CLEAR_REFS.write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _lifetime_peak_mb() -> float:
+def lifetime_peak_mb() -> float:
+    """The process's peak resident memory so far, in MB."""
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes / kB
 
 
+class _Sampler(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="dasd-peak-memory")
+        self.peak = resident_mb() or 0.0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(SAMPLE_SECONDS):
+            self.peak = max(self.peak, resident_mb() or 0.0)
+
+
 @contextmanager
 def peak_memory() -> Iterator[dict[str, float | bool]]:
-    """`with peak_memory() as mem:` fills mem["peak_rss_mb"] (and "since_start": False
-    when it is this stage's own peak, True when only the process's lifetime peak was
-    available) when the block ends."""
-    own = _reset_peak()
+    """`with peak_memory() as mem:` sets mem["peak_rss_mb"] when the block ends, and
+    mem["exact"]: True when the stage raised the process's high-water mark (the value is
+    the mark), False when it is the largest sample."""
+    before = lifetime_peak_mb()
+    sampler = _Sampler() if resident_mb() is not None else None
+    if sampler:
+        sampler.start()
     mem: dict[str, float | bool] = {}
     try:
         yield mem
     finally:
-        peak = _status_mb("VmHWM") if own else None
-        mem["peak_rss_mb"] = round(peak if peak is not None else _lifetime_peak_mb(), 1)
-        mem["since_start"] = peak is None
+        after = lifetime_peak_mb()
+        if sampler:
+            sampler.stop.set()
+            sampler.join()
+        exact = after > before or sampler is None
+        peak = after if exact else max(sampler.peak, resident_mb() or 0.0)
+        mem["peak_rss_mb"], mem["exact"] = round(peak, 1), exact
+
+
+def release_free_memory() -> None:
+    """Hand memory a finished stage freed back to the system: collect the Python cycles
+    that hold tensors (a trainer and its callbacks), then ask glibc to return its free
+    pages (tensors under its mmap threshold live in the heap, which it never shrinks on
+    its own), so the next stage does not start on the last one's high-water mark."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None

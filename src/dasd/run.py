@@ -36,7 +36,7 @@ from dasd.config import (
 from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
 from dasd.evaluation.evaluate import EvalConfig, evaluate
-from dasd.memory import peak_memory
+from dasd.memory import peak_memory, release_free_memory
 from dasd.methods import DECODE, REFERENCE, Method, all_settings, get_method, methods
 from dasd.models import parse_device
 from dasd.records import check_writable, read_jsonl
@@ -403,6 +403,7 @@ def run_stage(marker: Path, config: Any, inputs: list[str],
     start = time.perf_counter()
     with peak_memory() as memory:
         summary = stage(config)  # (only a summary setting changed: it resumes, decoding nothing)
+    release_free_memory()  # the next stage starts from what is live, not from this peak
     summary["stage_seconds"] = time.perf_counter() - start
     summary["peak_rss_mb"] = memory["peak_rss_mb"]
     marker.parent.mkdir(parents=True, exist_ok=True)
