@@ -468,3 +468,21 @@ def test_training_loss_table_reads_each_models_log(analyzed):
         ("sd", 1, 1.5), ("sd", 2, 1.25), ("opsd", 1, 0.03), ("opsd", 2, 0.02)]
     assert {r["method"]: r["loss_kind"] for r in table} == {
         "sd": "token NLL", "opsd": "divergence loss"}
+
+
+def test_retention_section_compares_each_trained_model_with_origin(tmp_path):
+    root = make_run(tmp_path)
+    verdicts = {"origin": [1, 1, 0, 1], "sd": [0, 1, 1, 0], "dasd": [1, 1, 0, 1]}
+    for name, bits in verdicts.items():
+        write_jsonl(root / "retention" / "arc" / f"{name}.jsonl",
+                    [{"id": f"q{i}", "level": None, "correct": bool(b)}
+                     for i, b in enumerate(bits)])
+    result = analyze(AnalyzeConfig(path=str(root), tokenizer="none"))
+    rows = {(r["a"], r["level"]): r for r in read_csv(root / "analysis" / "retention.csv")}
+    assert set(rows) == {("sd", "all"), ("dasd", "all")}
+    sd = rows[("sd", "all")]
+    assert (sd["task"], sd["b"], int(sd["a_better"]), int(sd["b_better"])) == ("arc", "origin",
+                                                                               1, 2)
+    assert _num(sd["difference_points"]) == -25.0 and sd["distinguishable"] == "False"
+    assert _num(rows[("dasd", "all")]["p_value"]) == 1.0
+    assert any(f.endswith("retention.png") for f in result["figures"])

@@ -11,6 +11,7 @@ from dasd.cli import main
 from dasd.config import build_config, load_yaml
 from dasd.decoding.generate import GenerateConfig
 from dasd.errors import DasdError
+from dasd.plan import make_plan
 from dasd.run import RunConfig, run
 
 
@@ -391,3 +392,61 @@ def test_progress_names_each_model_as_the_run_names_it(tmp_path, model_dir, monk
                                             "guard": 0.1}])
     assert labels == ["eval origin on arith/test", "dasd-g0.1 on arith/train",
                       "eval dasd-g0.1 on arith/test"]
+
+
+def gsm8k_file(tmp_path):
+    from tests.conftest import write_jsonl
+
+    path = tmp_path / "gsm8k-test.jsonl"
+    write_jsonl(path, [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n"
+                        f"#### {i + 1}"} for i in range(3)])
+    return str(path)
+
+
+def test_retention_evaluates_origin_and_every_trained_model_on_other_tasks(tmp_path,
+                                                                           model_dir):
+    retention = [{"task": "gsm8k", "data": gsm8k_file(tmp_path), "max_new_tokens": 4}]
+    config = tiny_config(tmp_path, model_dir, retention=retention)
+    plan = make_plan("run", config)
+    stages = [(s["method"], s["stage"]) for s in plan["stages"] if "retention" in s["stage"]]
+    assert stages == [("origin", "retention gsm8k"), ("sd", "retention gsm8k"),
+                      ("dasd", "retention gsm8k")]
+    assert plan["problems"]["retention"]["gsm8k"]["n"] == 3
+
+    report = run(config)
+    root = tmp_path / "run"
+    for name in ("origin", "sd", "dasd"):
+        assert (root / "retention" / "gsm8k" / f"{name}.jsonl").is_file()
+        assert report["methods"][name]["retention"]["gsm8k"]["n"] == 3
+    table = json.loads((root / "results.json").read_text())["retention"]["gsm8k"]
+    overall = [c for c in table["comparisons"] if c["level"] == "all"]
+    assert [(c["a"], c["b"], c["n"]) for c in overall] == [("sd", "origin", 3),
+                                                           ("dasd", "origin", 3)]
+    for c in overall:  # right->wrong and wrong->right from the verdicts themselves
+        before = {r["id"]: r["correct"] for r in read_rows(root, "origin")}
+        after = {r["id"]: r["correct"] for r in read_rows(root, c["a"])}
+        assert c["b_better"] == sum(before[i] and not after[i] for i in before)
+        assert c["a_better"] == sum(after[i] and not before[i] for i in before)
+    assert "## Retention" in (root / "results.md").read_text()
+    assert "gsm8k" in yaml.safe_load((root / "config.yaml").read_text())["problems"][
+        "retention"]
+    again = run(config)
+    assert again["methods"]["dasd"]["retention"]["gsm8k"]["reused"]
+
+
+def read_rows(root, name):
+    from dasd.records import read_jsonl
+
+    return read_jsonl(root / "retention" / "gsm8k" / f"{name}.jsonl")
+
+
+@pytest.mark.parametrize("retention, message", [
+    ([{"task": "gsm9k"}], "retention: unknown task 'gsm9k'.*did you mean 'gsm8k'"),
+    ([{"task": "gsm8k", "limit": 0}], "limit must be >= 1"),
+    ([{"task": "gsm8k", "max_new_tokens": 0}], "max_new_tokens must be >= 1"),
+    (["gsm8k", "gsm8k"], "each task \\(and split\\) once"),
+    ([{"task": "gsm8k", "splt": "test"}], "unknown config key 'retention.splt'"),
+])
+def test_bad_retention_entries_are_refused(tmp_path, model_dir, retention, message):
+    with pytest.raises(DasdError, match=message):
+        tiny_config(tmp_path, model_dir, retention=retention)

@@ -101,9 +101,11 @@ def print_eval_summary(summary: dict[str, Any]) -> None:
 def print_run_results(report: dict[str, Any]) -> None:
     from dasd.run import (
         COMPARISON_LEGEND,
+        RETENTION_LEGEND,
         TABLE_LEGEND,
         comparison_rows,
         results_rows,
+        retention_rows,
         run_peak_mb,
     )
 
@@ -128,6 +130,16 @@ def print_run_results(report: dict[str, Any]) -> None:
             table.add_row(*row)
         results.print(table)
         results.print(COMPARISON_LEGEND, style="dim")
+    header, rows = retention_rows(report)
+    if rows:
+        table = Table(title="Retention: what training cost on other tasks")
+        for column in header:
+            table.add_column(column, justify="left" if column in ("task", "model", "conclusion")
+                             else "right")
+        for row in rows:
+            table.add_row(*row)
+        results.print(table)
+        results.print(RETENTION_LEGEND, style="dim")
     if report.get("analysis"):
         results.print(f"analysis report: {report['analysis']}")
 

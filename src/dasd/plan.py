@@ -312,7 +312,7 @@ def _finish(plan: dict[str, Any]) -> dict[str, Any]:
 
 def plan_run(config: Any) -> dict[str, Any]:
     """The plan of `dasd run`: every method's stages as `dasd.run.run` will take them."""
-    from dasd.run import TEST, problems_record, select_problems
+    from dasd.run import RETENTION, TEST, problems_record, select_problems
 
     selections = select_problems(config)
     configs = config.problem_configs()
@@ -332,10 +332,16 @@ def plan_run(config: Any) -> dict[str, Any]:
             ", ".join(p["methods"]) for p in train))
     if config.origin and test is not None:
         plan["stages"].append(_run_eval_stage(config, "origin", None, REUSE, test["n"]))
+        plan["stages"] += _retention_stages(config, "origin", None, REUSE, selections)
     for spec in config.methods:
         stages = _method_stages(config, spec, plan["stages"], selections)
         plan["stages"] += stages if test is not None else [  # a run that only generates
             s for s in stages if s["stage"] in ("generate", "references")]
+    if config.retention:
+        plan["problems"]["retention"] = {
+            entry.key: describe(selections[RETENTION + entry.key],
+                                config.retention_config("origin", None, entry))
+            for entry in config.retention if RETENTION + entry.key in selections}
     plan["deviations"] = problem_deviations(train, test) + _run_deviations(config)
     plan["paper_silent"] = _silent_choices(config)
     _add_tokens(plan, config, selections, configs)
@@ -354,6 +360,23 @@ def _run_eval_stage(config: Any, name: str, adapter: str | None, upstream: str, 
         n, eval_config.max_new_tokens, eval_config.samples))
 
 
+def _retention_stages(config: Any, name: str, adapter: str | None, upstream: str,
+                      selections: dict[str, Selection]) -> list[dict[str, Any]]:
+    """A model's evaluations on the retention tasks, as `dasd.run.evaluate_retention`
+    runs them."""
+    from dasd.run import RETENTION, stage_marker
+
+    stages = []
+    for entry in config.retention:
+        retention_config = config.retention_config(name, adapter, entry)
+        status, why = _marker_status(stage_marker(retention_config.out, "eval"),
+                                     retention_config, [adapter] if adapter else [], upstream)
+        n = len(selections[RETENTION + entry.key].examples)
+        stages.append(_stage(name, f"retention {entry.key}", status, why, **_decode_budget(
+            n, retention_config.max_new_tokens, retention_config.samples)))
+    return stages
+
+
 def _method_stages(config: Any, spec: Any, earlier: list[dict[str, Any]],
                    selections: dict[str, Selection]) -> list[dict[str, Any]]:
     """The stages of one method, in `dasd.run.run_method`'s order."""
@@ -367,7 +390,8 @@ def _method_stages(config: Any, spec: Any, earlier: list[dict[str, Any]],
         n = len(selections[spec.name].examples)
         train = _stage(spec.name, "train", status, why,
                        **_rollout_budget(train_config.resolved_trainer(), n))
-        return [train, _run_eval_stage(config, spec.name, train_config.out, status, n_test)]
+        return [train, _run_eval_stage(config, spec.name, train_config.out, status, n_test),
+                *_retention_stages(config, spec.name, train_config.out, status, selections)]
     stages = []
     if spec.data_from is None:
         gen_config = config.data_config(spec)
@@ -392,6 +416,7 @@ def _method_stages(config: Any, spec: Any, earlier: list[dict[str, Any]],
     stages.append(_stage(spec.name, "train", status, why,
                          **_sft_budget(train_config.trainer, rows, exact)))
     stages.append(_run_eval_stage(config, spec.name, train_config.out, status, n_test))
+    stages += _retention_stages(config, spec.name, train_config.out, status, selections)
     return stages
 
 
@@ -558,6 +583,9 @@ def render_plan(plan: dict[str, Any], console: Any) -> None:
         _render_problems(console, "Training problems", entry)
     if problems.get("test"):
         _render_problems(console, "Test problems (every evaluation)", problems["test"])
+    for key, entry in (problems.get("retention") or {}).items():
+        _render_problems(console, f"Retention problems: {key} (origin and every trained "
+                         "model)", entry)
     table = Table(title="Stages")
     for column in ("method", "stage", "status", "problems", "max new tokens",
                    "new tokens (max)", "why"):

@@ -56,6 +56,42 @@ PROBLEM_KEYS = ("split", "data", "limit", "sample", "levels", "prompts",
 
 
 @dataclass
+class RetentionTask:
+    """A task every model of a run is also evaluated on, to see what training cost it
+    (the paper's second claim: DASD preserves what the model knew)."""
+
+    task: str = field(metadata={"help": "task name", "choices": "dasd.tasks:TASKS"})
+    split: str = field(default="test", metadata={"help": "split to evaluate on"})
+    data: str | None = field(default=None, metadata={
+        "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
+    limit: int | None = field(default=None, metadata={
+        "help": "use N problems (default: the whole split)"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "response length limit (default: the eval section's)"})
+
+    @classmethod
+    def from_string(cls, text: str) -> RetentionTask:
+        return cls(task=text)
+
+    def __post_init__(self) -> None:
+        from dasd.tasks import TASKS
+
+        if self.task not in TASKS:
+            raise DasdError(f"retention: unknown task '{self.task}'; use one of "
+                            f"{', '.join(TASKS)}{did_you_mean(self.task, list(TASKS))}")
+        if self.limit is not None and self.limit < 1:
+            raise DasdError(f"retention {self.task}: limit must be >= 1; got {self.limit}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise DasdError(f"retention {self.task}: max_new_tokens must be >= 1; got "
+                            f"{self.max_new_tokens}")
+
+    @property
+    def key(self) -> str:
+        """Its folder under `retention/`: the task, with the split unless it is test."""
+        return self.task if self.split == "test" else f"{self.task}-{self.split}"
+
+
+@dataclass
 class MethodSpec:
     """One method of the comparison: a registry method (`dasd.methods`) with its own
     settings, given flat in the entry (`{name: dasd-k9, method: dasd, top_k: 9}`).
@@ -204,6 +240,9 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={
         "help": "evaluation settings (model, adapter, task and out are set per method); "
                 "the whole test split unless limit is set"})
+    retention: list[RetentionTask] = field(default_factory=list, metadata={
+        "help": "other tasks origin and every trained model are also evaluated on, to "
+                "measure forgetting, e.g. 'gsm8k,arc' or '[{task: arc, limit: 200}]'"})
     compare: list[list[str]] = field(default_factory=list, metadata={
         "help": "pairs of models to compare besides each against origin and sd, e.g. "
                 "'[[dasd, dasd-g0.1]]'", "effect": "none"})
@@ -219,6 +258,9 @@ class RunConfig:
         if ORIGIN in names or len(set(names)) != len(names):
             raise DasdError(f"method names must be unique and not '{ORIGIN}'; got {names}")
         self._check_compare([ORIGIN, *names])
+        keys = [entry.key for entry in self.retention]
+        if len(set(keys)) != len(keys):
+            raise DasdError(f"retention: each task (and split) once; got {keys}")
         for i, spec in enumerate(self.methods):  # fail now on a bad setting, not mid-run
             earlier = names[:i]
             if spec.data_from is not None and spec.data_from not in earlier:
@@ -286,6 +328,16 @@ class RunConfig:
             device=self.device, adapter=adapter,
             out=str(Path(self.out_dir) / "eval" / f"{name}.jsonl"))
 
+    def retention_config(self, name: str, adapter: str | None,
+                         entry: RetentionTask) -> EvalConfig:
+        """`eval_config` on a retention task: its own task, split, data and limit."""
+        base = self.eval_config(name, adapter)
+        return dataclasses.replace(
+            base, task=entry.task, split=entry.split, data=entry.data, limit=entry.limit,
+            levels=None, prompts=None,
+            max_new_tokens=entry.max_new_tokens or base.max_new_tokens,
+            out=str(Path(self.out_dir) / "retention" / entry.key / f"{name}.jsonl"))
+
     def problem_configs(self) -> dict[str, Any]:
         """The configs that select problems: "test" (every evaluation), then each method
         that reads a training split itself (its data stage, or its on-policy training)."""
@@ -301,6 +353,7 @@ class RunConfig:
 
 TEST = "test"
 ALL = "all"
+RETENTION = "retention:"  # selections of the retention tasks: "retention:<task key>"
 # The settings that decide which problems a stage reads.
 SELECTION_KEYS = ("task", "split", "data", "limit", "sample", "levels", "seed")
 
@@ -317,6 +370,10 @@ def select_problems(config: RunConfig) -> dict[str, Any]:
         if key not in seen:
             seen[key] = select_split(stage_config, evaluation=name == TEST)
         selections[name] = seen[key]
+    if not config.generate_only:
+        for entry in config.retention:
+            selections[RETENTION + entry.key] = select_split(
+                config.retention_config(ORIGIN, None, entry), evaluation=True)
     return selections
 
 
@@ -325,13 +382,16 @@ def problems_record(selections: dict[str, Any], ids: bool = False) -> dict[str, 
     the test problems, and the training problems with the methods that share them."""
     train: dict[str, dict[str, Any]] = {}
     for name, selection in selections.items():
-        if name == TEST:
+        if name == TEST or name.startswith(RETENTION):
             continue
         record = selection.record(ids)
         entry = train.setdefault(record["ids_sha256"], {"methods": [], **record})
         entry["methods"].append(name)
     test = selections[TEST].record(ids) if TEST in selections else None
-    return {"test": test, "train": list(train.values())}
+    retention = {name.removeprefix(RETENTION): selection.record(ids)
+                 for name, selection in selections.items() if name.startswith(RETENTION)}
+    return {"test": test, "train": list(train.values()),
+            **({"retention": retention} if retention else {})}
 
 
 def _replace(config: Any, where: str, **changes: Any) -> Any:
@@ -437,11 +497,35 @@ def evaluate_method(config: RunConfig, spec: MethodSpec, adapter: str) -> dict[s
     return run_stage(stage_marker(eval_config.out, "eval"), eval_config, [adapter], evaluate)
 
 
+def _retention(config: RunConfig, name: str, adapter: str | None, model=None,
+               tokenizer=None) -> dict[str, Any]:
+    """{"retention": summaries} of a run with retention tasks, else nothing."""
+    if not config.retention:
+        return {}
+    return {"retention": evaluate_retention(config, name, adapter, model, tokenizer)}
+
+
+def evaluate_retention(config: RunConfig, name: str, adapter: str | None, model=None,
+                       tokenizer=None) -> dict[str, Any]:
+    """A model's evaluation on every retention task ({task key: summary}); the untrained
+    model (`adapter` None) is the one already loaded."""
+    def stage(c):
+        return evaluate(c, model=model, tokenizer=tokenizer) if adapter is None else evaluate(c)
+
+    summaries = {}
+    for entry in config.retention:
+        retention_config = config.retention_config(name, adapter, entry)
+        summaries[entry.key] = run_stage(stage_marker(retention_config.out, "eval"),
+                                         retention_config, [adapter] if adapter else [], stage)
+    return summaries
+
+
 def run_onpolicy_method(config: RunConfig, spec: MethodSpec) -> dict[str, Any]:
     train_config = config.onpolicy_config(spec)
     train_summary = run_stage(stage_marker(train_config.out, "train"), train_config, [],
                               _fresh_or_resumed(train_onpolicy))  # loads its own copy
-    return {"train": train_summary, "eval": evaluate_method(config, spec, train_config.out)}
+    result = {"train": train_summary, "eval": evaluate_method(config, spec, train_config.out)}
+    return {**result, **_retention(config, spec.name, train_config.out)}
 
 
 def _fresh_or_resumed(train_fn: Callable[[Any], dict[str, Any]]) -> Callable:
@@ -472,7 +556,7 @@ def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[st
     result["train"] = run_stage(stage_marker(train_config.out, "train"), train_config, [data],
                                 _fresh_or_resumed(train))  # loads its own copy
     result["eval"] = evaluate_method(config, spec, train_config.out)
-    return result
+    return {**result, **_retention(config, spec.name, train_config.out)}
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -496,7 +580,8 @@ def run(config: RunConfig) -> dict[str, Any]:
         eval_config = config.eval_config(ORIGIN, None)
         results[ORIGIN] = {"eval": run_stage(
             stage_marker(eval_config.out, "eval"), eval_config, [],
-            lambda c: evaluate(c, model=model, tokenizer=tokenizer))}
+            lambda c: evaluate(c, model=model, tokenizer=tokenizer)),
+            **_retention(config, ORIGIN, None, model, tokenizer)}
     for spec in config.methods:
         results[spec.name] = run_method(config, spec, model, tokenizer)
     report = {"name": config.name, "model": config.model, "task": config.task,
@@ -504,6 +589,7 @@ def run(config: RunConfig) -> dict[str, Any]:
               "load_peak_rss_mb": load_memory["peak_rss_mb"],
               "problems": problems_record(selections), "methods": results,
               "comparison": compare_run(config, results),
+              "retention": retention_run(config, results),
               "distance_from_sd": distance_from_sd(config, results)}
     (root / "results.json").write_text(json.dumps(report, indent=2, default=str))
     (root / "results.md").write_text(results_markdown(report))
@@ -528,6 +614,21 @@ def compare_run(config: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
             scores[name] = problem_scores(read_jsonl(path))
     return compare_models(scores, default_pairs(list(scores), config.compare),
                           config.comparison)
+
+
+def retention_run(config: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
+    """Per retention task: every trained model against origin, problem by problem (the
+    problems each got right only after training, and only before it)."""
+    report = {}
+    for entry in config.retention:
+        scores = {}
+        for name, result in results.items():
+            path = Path(config.retention_config(name, None, entry).out)
+            if (result.get("retention") or {}).get(entry.key) and path.is_file():
+                scores[name] = problem_scores(read_jsonl(path))
+        pairs = [(name, ORIGIN) for name in scores if name != ORIGIN]
+        report[entry.key] = compare_models(scores, pairs, config.comparison)
+    return report
 
 
 def distance_from_sd(config: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
@@ -573,6 +674,13 @@ COMPARISON_LEGEND = ("Every model answered the same problems, so pairs are compa
                      "discordant problems (with eval.samples n > 1: the exact sign test on "
                      "per-problem accuracies). An interval that covers 0 means the two cannot "
                      "be told apart on these problems. Accuracy intervals: Wilson.")
+
+
+RETENTION_LEGEND = ("Retention: origin and every trained model on tasks they were not "
+                    "trained on (`retention:`), problem by problem: right->wrong = problems "
+                    "the untrained model answered and the trained one no longer does "
+                    "(forgetting), wrong->right the reverse; the interval and p as in the "
+                    "paired comparisons.")
 
 
 def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -622,6 +730,24 @@ def comparison_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     return header, rows
 
 
+def retention_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The retention table: per task and trained model, accuracy before (origin) and after
+    training, the difference with its interval, the problems lost and gained, p."""
+    header = ["task", "model", "origin", "after", "difference (points)", "interval",
+              "right->wrong", "wrong->right", "p (exact)", "conclusion"]
+    rows = []
+    for task, comparison in (report.get("retention") or {}).items():
+        for c in comparison.get("comparisons", []):
+            if c["level"] != ALL:
+                continue
+            rows.append([task, c["a"], f"{c['accuracy_b']:.3f}", f"{c['accuracy_a']:.3f}",
+                         f"{100 * c['difference']:+.1f}",
+                         f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]",
+                         str(c["b_better"]), str(c["a_better"]), f"{c['p_value']:.3g}",
+                         c["verdict"]])
+    return header, rows
+
+
 def _problems(summary: dict[str, Any]) -> str:
     """"500", or "100 of 500" when the evaluation used a subset of the split."""
     drawn = summary.get("problems") or {}
@@ -667,7 +793,9 @@ def run_peak_mb(report: dict[str, Any]) -> float | None:
     analysis'."""
     peaks = [report.get("load_peak_rss_mb"), report.get("analysis_peak_rss_mb")] + [
         (result.get(stage) or {}).get("peak_rss_mb") for result in report["methods"].values()
-        for stage in ("generate", "train", "eval")]
+        for stage in ("generate", "train", "eval")] + [
+        summary.get("peak_rss_mb") for result in report["methods"].values()
+        for summary in (result.get("retention") or {}).values()]
     peaks = [p for p in peaks if p is not None]
     return max(peaks) if peaks else None
 
@@ -690,6 +818,12 @@ def results_markdown(report: dict[str, Any]) -> str:
                   "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines += ["", COMPARISON_LEGEND]
+    header, rows = retention_rows(report)
+    if rows:
+        lines += ["", "## Retention: what training cost on other tasks", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", RETENTION_LEGEND]
     peak = run_peak_mb(report)
     memory = f"; peak resident memory {peak:.0f} MB" if peak is not None else ""
     lines += ["", f"Total wall time: {report['total_seconds']:.0f} s{memory}. " + TABLE_LEGEND]

@@ -183,6 +183,15 @@ def load_eval_rows(root: Path, names: list[str]) -> dict[str, list[dict[str, Any
     return found
 
 
+def load_retention_rows(root: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """{task key: {model: eval rows}} of `retention/<task>/<model>.jsonl` (`dasd run` with
+    `retention:`)."""
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for path in sorted(root.glob("retention/*/*.jsonl")) if root.is_dir() else []:
+        found.setdefault(path.parent.name, {})[path.stem] = read_jsonl(path)
+    return found
+
+
 def load_comparison_request(root: Path) -> tuple[CompareSettings, list[list[str]]]:
     """The run's `comparison` settings and `compare` pairs (its config.yaml), else the
     defaults."""

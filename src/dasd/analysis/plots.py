@@ -288,6 +288,7 @@ def plot_comparisons(table: Table) -> Figure:
     """Paired differences (all levels) with their intervals; the zero line is 'no
     difference'."""
     rows = [r for r in table if r["level"] == ALL]
+    retention = any("task" in r for r in rows)
     fig = Figure(figsize=(7, 0.9 + 0.45 * max(len(rows), 1)), layout="constrained")
     ax = fig.subplots()
     for y, r in enumerate(rows):
@@ -295,13 +296,16 @@ def plot_comparisons(table: Table) -> Figure:
         ax.errorbar([r["difference_points"]], [y],
                     xerr=[[r["difference_points"] - r["ci_low_points"]],
                           [r["ci_high_points"] - r["difference_points"]]],
-                    fmt="o", color=color, capsize=4)[0].set_gid(f"{r['a']}-{r['b']}")
+                    fmt="o", color=color, capsize=4)[0].set_gid(
+            (f"{r['task']}|" if retention else "") + f"{r['a']}-{r['b']}")
     ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), [f"{r['a']} - {r['b']} (n = {r['n']}, p = "
+    ax.set_yticks(range(len(rows)), [(f"{r['task']}: " if retention else "")
+                                     + f"{r['a']} - {r['b']} (n = {r['n']}, p = "
                                      f"{r['p_value']:.2g})" for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel("accuracy difference a - b (points), paired bootstrap interval")
-    ax.set_title("Paired comparisons (grey: interval covers 0, not distinguishable)")
+    ax.set_title(("Retention: trained - origin on other tasks" if retention else
+                  "Paired comparisons") + " (grey: interval covers 0)")
     ax.grid(axis="x", alpha=0.3)
     return fig
 

@@ -27,6 +27,7 @@ from dasd.analysis.data import (
     load_eval_rows,
     load_eval_summaries,
     load_generated,
+    load_retention_rows,
     load_tokenizer_offline,
     load_training_levels,
     load_training_logs,
@@ -250,6 +251,17 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
         {"comparisons": tables.comparison_table(comparison["comparisons"])},
         note=None if comparison["comparisons"] else "no two evaluated models to compare "
         "(eval/*.jsonl)"))
+    retention = retention_table(root)
+    sections.append(Section(
+        "retention", "5b. Retention: what training cost on other tasks",
+        "Origin and every trained model on tasks they were not trained on (`retention:` of "
+        "`dasd run`), problem by problem: accuracy before and after training, the "
+        "difference with its paired bootstrap interval, the problems lost (right->wrong: "
+        "forgetting) and gained (wrong->right), and the exact McNemar p-value. The paper's "
+        "second claim is that DASD forgets less than plain SD.",
+        {"retention": retention},
+        note=None if retention else "no retention evaluations (retention/<task>/*.jsonl): "
+        "give `dasd run` a `retention:` list of tasks"))
     by_training = tables.training_level_table(summaries, load_training_levels(root))
     sections.append(Section(
         "training_level", "5b. Accuracy vs training difficulty",
@@ -283,6 +295,20 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
     return sections
 
 
+def retention_table(root: Path) -> tables.Table:
+    """The paired comparisons of every trained model against origin on each retention
+    task of a run folder, with the task in front."""
+    settings, _ = load_comparison_request(root) if root.is_dir() else (CompareSettings(), [])
+    table = []
+    for task, rows in load_retention_rows(root).items():
+        scores = {name: problem_scores(r) for name, r in rows.items()}
+        names = sorted(scores, key=plots.method_sort_key)
+        pairs = [(name, "origin") for name in names if name != "origin"]
+        result = compare_models(scores, pairs, settings)
+        table += [{"task": task, **row} for row in tables.comparison_table(result["comparisons"])]
+    return table
+
+
 def compare_run_folder(root: Path, names: list[str]) -> dict[str, Any]:
     """`compare_models` over the eval rows of a run folder, with the run's settings."""
     settings, extra = load_comparison_request(root) if root.is_dir() else (CompareSettings(),
@@ -314,7 +340,7 @@ def draw(section: Section, config: AnalyzeConfig, segmentation: str):
         return plots.plot_departures(main)
     if section.key == "accuracy":
         return plots.plot_accuracy(main)
-    if section.key == "comparisons":
+    if section.key in ("comparisons", "retention"):
         return plots.plot_comparisons(main)
     if section.key == "training_level":
         return plots.plot_training_levels(main)
