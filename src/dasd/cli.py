@@ -109,40 +109,31 @@ def print_run_results(report: dict[str, Any]) -> None:
         run_peak_mb,
     )
 
-    header, rows = results_rows(report)
     peak = run_peak_mb(report)
     memory = f", peak {peak:.0f} MB" if peak is not None else ""
-    table = Table(title=f"{report['name']}: {report['model']} on {report['task']} "
-                        f"({report['total_seconds']:.0f} s{memory})")
-    for column in header:
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for row in rows:
-        table.add_row(*row)
-    results.print(table)
-    results.print(TABLE_LEGEND, style="dim")
-    header, rows = comparison_rows(report)
-    if rows:
-        table = Table(title="Paired comparisons (all levels)")
-        for column in header:
-            table.add_column(column, justify="left" if column in ("comparison", "conclusion")
-                             else "right")
-        for row in rows:
-            table.add_row(*row)
-        results.print(table)
-        results.print(COMPARISON_LEGEND, style="dim")
-    header, rows = retention_rows(report)
-    if rows:
-        table = Table(title="Retention: what training cost on other tasks")
-        for column in header:
-            table.add_column(column, justify="left" if column in ("task", "model", "conclusion")
-                             else "right")
-        for row in rows:
-            table.add_row(*row)
-        results.print(table)
-        results.print(RETENTION_LEGEND, style="dim")
+    _print_table(f"{report['name']}: {report['model']} on {report['task']} "
+                 f"({report['total_seconds']:.0f} s{memory})", *results_rows(report),
+                 TABLE_LEGEND, left=("method",))
+    _print_table("Paired comparisons (all levels)", *comparison_rows(report),
+                 COMPARISON_LEGEND, left=("comparison", "conclusion"))
+    _print_table("Retention: what training cost on other tasks", *retention_rows(report),
+                 RETENTION_LEGEND, left=("task", "model", "conclusion"))
     if report.get("analysis"):
         results.print(f"analysis report: {report['analysis']}")
 
+
+def _print_table(title: str, header: list[str], rows: list[list[str]], legend: str,
+                 left: tuple[str, ...]) -> None:
+    """A results table with its legend; nothing when it has no rows."""
+    if not rows:
+        return
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="left" if column in left else "right")
+    for row in rows:
+        table.add_row(*row)
+    results.print(table)
+    results.print(legend, style="dim")
 
 def _cmd_generate(args: argparse.Namespace) -> None:
     from dasd.decoding.generate import GenerateConfig, generate
