@@ -92,8 +92,17 @@ def test_paper_configs_plan_the_papers_protocol(path, standins, tmp_path, capsys
     train_file, test_file = standins[config.task]
     out = tmp_path / "run"
     plan = plan_json(["run", str(path), "--generate.data", str(train_file), "--eval.data",
-                      str(test_file), "--out-dir", str(out)], capsys)
+                      str(test_file), "--out-dir", str(out),
+                      *local_retention(load_yaml(path), standins)], capsys)
     assert not out.exists(), "a plan writes nothing"
+    # retention (the paper's second claim): other tasks' whole test splits, every model
+    assert bool(config.retention) == (path.parent.name == "paper")  # not the ablations
+    assert all(e.limit is None for e in config.retention)
+    for entry in config.retention:
+        problems = plan["problems"]["retention"][entry.key]
+        assert problems["n"] == problems["of"] and not problems["subset"]
+        assert [s["method"] for s in plan["stages"] if s["stage"] == f"retention {entry.key}"
+                ] == ["origin", *[m.name for m in config.methods]]
     assert plan["warnings"] == []
     # what differs from the paper is only a method's own setting: the ablation sweeps, or
     # Hint's final-answer marker, which follows the task's answer format
@@ -134,6 +143,17 @@ def test_paper_configs_plan_the_papers_protocol(path, standins, tmp_path, capsys
 CPU_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml"))
 
 
+def local_retention(values: dict, standins: dict[str, tuple[Path, Path]]) -> list[str]:
+    """`--retention` with each hub task's test stand-in (its other keys kept)."""
+    entries = [{"task": e} if isinstance(e, str) else dict(e)
+               for e in values.get("retention") or []]
+    if not entries:
+        return []
+    for entry in entries:
+        entry.setdefault("data", str(standins[entry["task"]][1]))
+    return ["--retention", json.dumps(entries)]
+
+
 def local_data(values: dict, section: str, standin: Path | None) -> list[str]:
     """`--<section>.data FILE` with a stand-in where the config reads the hub (or a file
     this machine does not have); nothing where it has its data or makes it up (arith)."""
@@ -157,7 +177,8 @@ def test_every_other_config_has_a_plan_and_writes_nothing(path, standins, tmp_pa
                    *local_data(values, "", train)]
     else:
         command = ["run", str(path), "--out-dir", str(tmp_path / "run"),
-                   *local_data(values, "generate", train), *local_data(values, "eval", test)]
+                   *local_data(values, "generate", train), *local_data(values, "eval", test),
+                   *local_retention(values, standins)]
     plan = plan_json(command, capsys)
     assert list(tmp_path.iterdir()) == []
     assert plan["stages"] and all(s["status"] == "run" for s in plan["stages"])
@@ -215,6 +236,8 @@ def test_plan_names_test_subsets_short_splits_and_deviations(standins, tmp_path)
     values["generate"].update(data=str(train_file), limit=100)
     values["eval"].update(data=str(test_file), limit=5)
     values["train"].update(learning_rate=1e-4)
+    values["retention"] = [{"task": t, "data": str(standins[t][1])}
+                           for t in values["retention"]]
     plan = make_plan("run", build_config(RunConfig, values))
     assert plan["problems"]["test"]["n"] == 5 and plan["problems"]["test"]["subset"]
     text = " | ".join(plan["warnings"])

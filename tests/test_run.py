@@ -450,3 +450,69 @@ def read_rows(root, name):
 def test_bad_retention_entries_are_refused(tmp_path, model_dir, retention, message):
     with pytest.raises(DasdError, match=message):
         tiny_config(tmp_path, model_dir, retention=retention)
+
+
+def test_seeds_repeat_training_and_evaluation_and_pool_in_the_comparisons(tmp_path, model_dir):
+    from dasd.analysis.compare import CompareSettings, compare_models, problem_scores
+    from dasd.records import read_jsonl
+
+    config = tiny_config(tmp_path, model_dir, seeds=[0, 1],
+                         methods=[{"name": "sd"}, {"name": "dasd", "tau": 0.3}])
+    plan = make_plan("run", config)
+    assert [(s["method"], s["stage"]) for s in plan["stages"]] == [
+        ("origin", "eval"), ("sd", "generate"), ("sd seed 0", "train"), ("sd seed 0", "eval"),
+        ("sd seed 1", "train"), ("sd seed 1", "eval"), ("dasd", "generate"),
+        ("dasd seed 0", "train"), ("dasd seed 0", "eval"), ("dasd seed 1", "train"),
+        ("dasd seed 1", "eval")]
+
+    report = run(config)
+    root = tmp_path / "run"
+    for name in ("sd", "dasd"):
+        for seed in (0, 1):
+            assert (root / "train" / name / f"seed-{seed}" / "adapter_model.safetensors").is_file()
+            assert (root / "eval" / f"seed-{seed}" / f"{name}.jsonl").is_file()
+        per_seed = [report["methods"][name]["seeds"][str(s)]["eval"]["accuracy"] for s in (0, 1)]
+        pooled = report["methods"][name]["eval"]
+        assert pooled["accuracy_per_seed"] == per_seed
+        assert pooled["accuracy"] == pytest.approx(sum(per_seed) / 2)
+        assert json.loads((root / "eval" / f"{name}.summary.json").read_text())[
+            "accuracy_per_seed"] == per_seed
+    adapters = [(root / "train" / "sd" / f"seed-{s}" / "adapter_model.safetensors").read_bytes()
+                for s in (0, 1)]
+    assert adapters[0] != adapters[1]  # another LoRA init and order: another model
+    assert not (root / "eval" / "seed-0" / "origin.jsonl").exists()  # origin runs once
+
+    rows = {n: [r for s in (0, 1) for r in read_jsonl(root / "eval" / f"seed-{s}" / f"{n}.jsonl")]
+            for n in ("sd", "dasd")}
+    rows["origin"] = read_jsonl(root / "eval" / "origin.jsonl")
+    pairs = [("sd", "origin"), ("dasd", "origin"), ("dasd", "sd")]
+    expected = compare_models({n: problem_scores(r) for n, r in rows.items()}, pairs,
+                              CompareSettings())
+    saved = json.loads((root / "results.json").read_text())["comparison"]
+    assert saved["comparisons"] == json.loads(json.dumps(expected["comparisons"]))
+    assert "2 seeds" in (root / "results.md").read_text()
+
+    again = run(config)
+    assert all(again["methods"][n]["seeds"][str(s)][stage]["reused"]
+               for n in ("sd", "dasd") for s in (0, 1) for stage in ("train", "eval"))
+    analysis = root / "analysis"
+    assert {r["method"] for r in read_csv_rows(analysis / "accuracy.csv")} == {
+        "origin", "sd", "dasd"}
+
+
+def read_csv_rows(path):
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"seeds": []}, "seeds: give distinct training seeds"),
+    ({"seeds": [0, 0]}, "seeds: give distinct training seeds"),
+    ({"seeds": ["a"]}, "'seeds' expects int"),
+    ({"seeds": [0, 1], "methods": [{"name": "opsd"}]}, "on-policy methods \\(opsd\\) take one"),
+])
+def test_bad_seeds_are_refused(tmp_path, model_dir, overrides, message):
+    with pytest.raises(DasdError, match=message):
+        tiny_config(tmp_path, model_dir, **overrides)

@@ -348,11 +348,11 @@ def plan_run(config: Any) -> dict[str, Any]:
     return _finish(plan)
 
 
-def _run_eval_stage(config: Any, name: str, adapter: str | None, upstream: str, n: int
-                    ) -> dict[str, Any]:
+def _run_eval_stage(config: Any, name: str, adapter: str | None, upstream: str, n: int,
+                    seed: int | None = None) -> dict[str, Any]:
     from dasd.run import stage_marker
 
-    eval_config = config.eval_config(name, adapter)
+    eval_config = config.eval_config(name, adapter, seed)
     inputs = [adapter] if adapter else []
     status, why = _marker_status(stage_marker(eval_config.out, "eval"), eval_config, inputs,
                                  upstream)
@@ -361,14 +361,15 @@ def _run_eval_stage(config: Any, name: str, adapter: str | None, upstream: str, 
 
 
 def _retention_stages(config: Any, name: str, adapter: str | None, upstream: str,
-                      selections: dict[str, Selection]) -> list[dict[str, Any]]:
+                      selections: dict[str, Selection], seed: int | None = None
+                      ) -> list[dict[str, Any]]:
     """A model's evaluations on the retention tasks, as `dasd.run.evaluate_retention`
     runs them."""
     from dasd.run import RETENTION, stage_marker
 
     stages = []
     for entry in config.retention:
-        retention_config = config.retention_config(name, adapter, entry)
+        retention_config = config.retention_config(name, adapter, entry, seed)
         status, why = _marker_status(stage_marker(retention_config.out, "eval"),
                                      retention_config, [adapter] if adapter else [], upstream)
         n = len(selections[RETENTION + entry.key].examples)
@@ -409,14 +410,19 @@ def _method_stages(config: Any, spec: Any, earlier: list[dict[str, Any]],
                       and s["stage"] in ("generate", "references"))
         upstream, rows = source["status"], source["problems"] * source.get("samples", 1)
     data = config.data_path(spec)
-    train_config = config.train_config(spec, data)
-    status, why = _marker_status(stage_marker(train_config.out, "train"), train_config, [data],
-                                 upstream)
-    rows, exact = _usable_rows(train_config, data, rows) if upstream == REUSE else (rows, False)
-    stages.append(_stage(spec.name, "train", status, why,
-                         **_sft_budget(train_config.trainer, rows, exact)))
-    stages.append(_run_eval_stage(config, spec.name, train_config.out, status, n_test))
-    stages += _retention_stages(config, spec.name, train_config.out, status, selections)
+    for seed in config.training_seeds():  # each seed trains and evaluates its own model
+        train_config = config.train_config(spec, data, seed)
+        status, why = _marker_status(stage_marker(train_config.out, "train"), train_config,
+                                     [data], upstream)
+        used, exact = (_usable_rows(train_config, data, rows) if upstream == REUSE
+                       else (rows, False))
+        label = spec.name if seed is None else f"{spec.name} seed {seed}"
+        trained = [_stage(label, "train", status, why,
+                          **_sft_budget(train_config.trainer, used, exact)),
+                   _run_eval_stage(config, spec.name, train_config.out, status, n_test, seed),
+                   *_retention_stages(config, spec.name, train_config.out, status,
+                                      selections, seed)]
+        stages += [{**stage, "method": label} for stage in trained]
     return stages
 
 

@@ -240,6 +240,11 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={
         "help": "evaluation settings (model, adapter, task and out are set per method); "
                 "the whole test split unless limit is set"})
+    seeds: list[int] | None = field(default=None, metadata={
+        "help": "training seeds, e.g. 0,1,2: every trained model is trained and evaluated "
+                "once per seed (train/<name>/seed-<s>, eval/seed-<s>/); results give the "
+                "mean, std and each seed's value, and the paired comparisons pool the seeds. "
+                "Data generation and origin run once (`seed` draws the problems)"})
     retention: list[RetentionTask] = field(default_factory=list, metadata={
         "help": "other tasks origin and every trained model are also evaluated on, to "
                 "measure forgetting, e.g. 'gsm8k,arc' or '[{task: arc, limit: 200}]'"})
@@ -261,6 +266,7 @@ class RunConfig:
         keys = [entry.key for entry in self.retention]
         if len(set(keys)) != len(keys):
             raise DasdError(f"retention: each task (and split) once; got {keys}")
+        self._check_seeds()
         for i, spec in enumerate(self.methods):  # fail now on a bad setting, not mid-run
             earlier = names[:i]
             if spec.data_from is not None and spec.data_from not in earlier:
@@ -272,6 +278,22 @@ class RunConfig:
             if spec.data_from is None:
                 self.data_config(spec)
             self.train_config(spec, "data.jsonl")
+
+    def _check_seeds(self) -> None:
+        if self.seeds is None:
+            return
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise DasdError(f"seeds: give distinct training seeds, e.g. 0,1,2; got {self.seeds}")
+        onpolicy = [m.name for m in self.methods if m.onpolicy]
+        if onpolicy:
+            raise DasdError(f"seeds: on-policy methods ({', '.join(onpolicy)}) take one seed "
+                            "for now (theirs also draws their problems); run them without "
+                            "seeds, or set `seed` per run")
+
+    def training_seeds(self) -> list[int | None]:
+        """The seeds each trained model is trained with; [None]: the run's `seed`, in the
+        folders of a run without `seeds`."""
+        return list(self.seeds) if self.seeds is not None else [None]
 
     def _check_compare(self, names: list[str]) -> None:
         for pair in self.compare:
@@ -304,13 +326,14 @@ class RunConfig:
         source = next((m for m in self.methods if m.name == spec.data_from), spec)
         return str(Path(self.out_dir) / "generate" / f"{source.name}.jsonl")
 
-    def train_config(self, spec: MethodSpec, data: str) -> TrainConfig:
+    def train_config(self, spec: MethodSpec, data: str, seed: int | None = None
+                     ) -> TrainConfig:
         trainer = spec.entry.trainer
         return _replace(
             self.train, f"method '{spec.name}' train", model=self.model, data=[data],
-            seed=self.seed, dtype=self.dtype, device=self.device,
-            out=str(Path(self.out_dir) / "train" / spec.name), method=trainer,
-            settings=spec.settings if trainer != "sft" else {}, **spec.train)
+            seed=self.seed if seed is None else seed, dtype=self.dtype, device=self.device,
+            out=str(Path(self.out_dir) / "train" / spec.name / _seed_folder(seed)),
+            method=trainer, settings=spec.settings if trainer != "sft" else {}, **spec.train)
 
     def onpolicy_config(self, spec: MethodSpec) -> OnPolicyConfig:
         problems = {key: getattr(self.generate, key) for key in PROBLEM_KEYS}
@@ -322,21 +345,25 @@ class RunConfig:
             settings=spec.settings, out=str(Path(self.out_dir) / "train" / spec.name),
             **{**problems, **spec.train})
 
-    def eval_config(self, name: str, adapter: str | None) -> EvalConfig:
+    def eval_config(self, name: str, adapter: str | None, seed: int | None = None
+                    ) -> EvalConfig:
+        """The evaluation of model `name` (of training seed `seed`, when the run has
+        `seeds`); its `seed` is the run's, which draws the test problems."""
         return dataclasses.replace(
             self.eval, model=self.model, task=self.task, seed=self.seed, dtype=self.dtype,
             device=self.device, adapter=adapter,
-            out=str(Path(self.out_dir) / "eval" / f"{name}.jsonl"))
+            out=str(Path(self.out_dir) / "eval" / _seed_folder(seed) / f"{name}.jsonl"))
 
-    def retention_config(self, name: str, adapter: str | None,
-                         entry: RetentionTask) -> EvalConfig:
+    def retention_config(self, name: str, adapter: str | None, entry: RetentionTask,
+                         seed: int | None = None) -> EvalConfig:
         """`eval_config` on a retention task: its own task, split, data and limit."""
         base = self.eval_config(name, adapter)
         return dataclasses.replace(
             base, task=entry.task, split=entry.split, data=entry.data, limit=entry.limit,
             levels=None, prompts=None,
             max_new_tokens=entry.max_new_tokens or base.max_new_tokens,
-            out=str(Path(self.out_dir) / "retention" / entry.key / f"{name}.jsonl"))
+            out=str(Path(self.out_dir) / "retention" / entry.key / _seed_folder(seed)
+                    / f"{name}.jsonl"))
 
     def problem_configs(self) -> dict[str, Any]:
         """The configs that select problems: "test" (every evaluation), then each method
@@ -349,6 +376,11 @@ class RunConfig:
             elif spec.data_from is None:
                 configs[spec.name] = self.data_config(spec)
         return configs
+
+
+def _seed_folder(seed: int | None) -> str:
+    """The folder of one training seed's outputs ("" without `seeds`)."""
+    return "" if seed is None else f"seed-{seed}"
 
 
 TEST = "test"
@@ -492,21 +524,22 @@ def make_data(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[str
     return run_stage(stage_marker(gen_config.out, "generate"), gen_config, [], stage)
 
 
-def evaluate_method(config: RunConfig, spec: MethodSpec, adapter: str) -> dict[str, Any]:
-    eval_config = config.eval_config(spec.name, adapter)
+def evaluate_method(config: RunConfig, spec: MethodSpec, adapter: str,
+                    seed: int | None = None) -> dict[str, Any]:
+    eval_config = config.eval_config(spec.name, adapter, seed)
     return run_stage(stage_marker(eval_config.out, "eval"), eval_config, [adapter], evaluate)
 
 
 def _retention(config: RunConfig, name: str, adapter: str | None, model=None,
-               tokenizer=None) -> dict[str, Any]:
+               tokenizer=None, seed: int | None = None) -> dict[str, Any]:
     """{"retention": summaries} of a run with retention tasks, else nothing."""
     if not config.retention:
         return {}
-    return {"retention": evaluate_retention(config, name, adapter, model, tokenizer)}
+    return {"retention": evaluate_retention(config, name, adapter, model, tokenizer, seed)}
 
 
 def evaluate_retention(config: RunConfig, name: str, adapter: str | None, model=None,
-                       tokenizer=None) -> dict[str, Any]:
+                       tokenizer=None, seed: int | None = None) -> dict[str, Any]:
     """A model's evaluation on every retention task ({task key: summary}); the untrained
     model (`adapter` None) is the one already loaded."""
     def stage(c):
@@ -514,7 +547,7 @@ def evaluate_retention(config: RunConfig, name: str, adapter: str | None, model=
 
     summaries = {}
     for entry in config.retention:
-        retention_config = config.retention_config(name, adapter, entry)
+        retention_config = config.retention_config(name, adapter, entry, seed)
         summaries[entry.key] = run_stage(stage_marker(retention_config.out, "eval"),
                                          retention_config, [adapter] if adapter else [], stage)
     return summaries
@@ -553,10 +586,55 @@ def run_method(config: RunConfig, spec: MethodSpec, model, tokenizer) -> dict[st
             log.warning("%s: no correct samples to train on; skipping train and eval",
                         spec.name)
             return result
-    result["train"] = run_stage(stage_marker(train_config.out, "train"), train_config, [data],
-                                _fresh_or_resumed(train))  # loads its own copy
-    result["eval"] = evaluate_method(config, spec, train_config.out)
-    return {**result, **_retention(config, spec.name, train_config.out)}
+    per_seed = {}
+    for seed in config.training_seeds():
+        train_config = config.train_config(spec, data, seed)
+        trained = {"train": run_stage(stage_marker(train_config.out, "train"), train_config,
+                                      [data], _fresh_or_resumed(train)),  # its own copy
+                   "eval": evaluate_method(config, spec, train_config.out, seed),
+                   **_retention(config, spec.name, train_config.out, seed=seed)}
+        per_seed[seed] = trained
+    if config.seeds is None:
+        return {**result, **per_seed[None]}
+    pooled = pool_seeds(per_seed)
+    summary = Path(config.eval_config(spec.name, None).out).with_suffix(".summary.json")
+    summary.write_text(json.dumps(pooled["eval"], indent=2, default=str))  # for the analysis
+    return {**result, **pooled, "seeds": {str(k): v for k, v in per_seed.items()}}
+
+
+def pool_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One model's summaries over its training seeds: accuracy as the mean over seeds with
+    their standard deviation and each seed's value (overall and per level); times summed;
+    the peak memory the largest."""
+    def pooled(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+        accuracy = [s["accuracy"] for s in summaries]
+        levels = summaries[0].get("per_level", {})
+        return {**summaries[0], **_mean_std(accuracy), "accuracy_per_seed": accuracy,
+                "correct": None, "reused": all(s.get("reused") for s in summaries),
+                "stage_seconds": sum(s.get("stage_seconds", 0.0) for s in summaries),
+                "peak_rss_mb": max(s.get("peak_rss_mb") or 0.0 for s in summaries),
+                "per_level": {lvl: {**summaries[0]["per_level"][lvl], "correct": None,
+                                    **_mean_std([s["per_level"][lvl]["accuracy"]
+                                                 for s in summaries])} for lvl in levels}}
+
+    runs = list(per_seed.values())
+    train = [r["train"] for r in runs]
+    result = {"train": {**train[0], "stage_seconds": sum(t.get("stage_seconds", 0.0)
+                                                         for t in train),
+                        "peak_rss_mb": max(t.get("peak_rss_mb") or 0.0 for t in train),
+                        "reused": all(t.get("reused") for t in train)},
+              "eval": pooled([r["eval"] for r in runs])}
+    if "retention" in runs[0]:
+        result["retention"] = {key: pooled([r["retention"][key] for r in runs])
+                               for key in runs[0]["retention"]}
+    return result
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    mean = sum(values) / len(values)
+    spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 \
+        if len(values) > 1 else 0.0
+    return {"accuracy": mean, "accuracy_std": spread}
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -609,11 +687,20 @@ def compare_run(config: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
     against origin and sd, and the config's `compare` pairs), from the eval rows."""
     scores = {}
     for name, result in results.items():
-        path = Path(config.eval_config(name, None).out)
-        if result.get("eval") and path.is_file():
-            scores[name] = problem_scores(read_jsonl(path))
+        rows = _seed_rows(config, name, lambda seed, n=name: config.eval_config(n, None, seed))
+        if result.get("eval") and rows:
+            scores[name] = problem_scores(rows)
     return compare_models(scores, default_pairs(list(scores), config.compare),
                           config.comparison)
+
+
+def _seed_rows(config: RunConfig, name: str, stage_config: Callable[[int | None], Any]
+               ) -> list[dict[str, Any]]:
+    """A model's eval rows over its training seeds (origin has one run): the comparisons
+    pool them, a problem's score being its mean over seeds."""
+    seeds = [None] if name == ORIGIN else config.training_seeds()
+    paths = [Path(stage_config(seed).out) for seed in seeds]
+    return [row for path in paths if path.is_file() for row in read_jsonl(path)]
 
 
 def retention_run(config: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
@@ -623,9 +710,10 @@ def retention_run(config: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
     for entry in config.retention:
         scores = {}
         for name, result in results.items():
-            path = Path(config.retention_config(name, None, entry).out)
-            if (result.get("retention") or {}).get(entry.key) and path.is_file():
-                scores[name] = problem_scores(read_jsonl(path))
+            rows = _seed_rows(config, name, lambda seed, n=name, e=entry:
+                              config.retention_config(n, None, e, seed))
+            if (result.get("retention") or {}).get(entry.key) and rows:
+                scores[name] = problem_scores(rows)
         pairs = [(name, ORIGIN) for name in scores if name != ORIGIN]
         report[entry.key] = compare_models(scores, pairs, config.comparison)
     return report
@@ -653,7 +741,8 @@ def _levels(report: dict[str, Any]) -> list[str]:
     return sorted(levels, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
 
 
-TABLE_LEGEND = ("Accuracy on the held-out split (number of problems in parentheses; "
+TABLE_LEGEND = ("Accuracy on the held-out split (with `seeds`: the mean over training seeds "
+                "± their standard deviation; number of problems in parentheses; "
                 "'100 of 500': on a subset of the split, cut by eval.limit or eval.levels), "
                 "overall and per difficulty level (L1..; with eval.samples n > 1 accuracy is "
                 "Avg@n, the mean over n sampled answers, and pass@k is beside it; math-verify: "
@@ -699,7 +788,9 @@ def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         interval = report.get("comparison", {}).get("accuracy", {}).get(name, {}).get(ALL)
         ci = (f" [{interval['ci_low']:.3f}, {interval['ci_high']:.3f}]"
               if interval and interval.get("ci_low") is not None else "")
-        acc = [f"{ev['accuracy']:.3f}{ci} ({_problems(ev)})"] if ev else ["-"]
+        spread = f" ± {ev['accuracy_std']:.3f}" if ev and "accuracy_std" in ev else ""
+        seeds = f", {len(ev['accuracy_per_seed'])} seeds" if spread else ""
+        acc = [f"{ev['accuracy']:.3f}{spread}{ci} ({_problems(ev)}{seeds})"] if ev else ["-"]
         if sampled:
             acc.append(f"{ev['pass@k']:.3f}" if ev and "pass@k" in ev else "-")
         others = (ev or {}).get("other_checks", {})

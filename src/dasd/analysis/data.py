@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from dasd.records import read_jsonl, read_text
 log = logging.getLogger(__name__)
 
 REQUIRED_TOKEN_KEYS = ("category", "p_base")
+SEED_FOLDER = re.compile(r"seed-\d+")  # a training seed's outputs (`dasd run` with seeds)
 
 
 @dataclass
@@ -150,8 +152,10 @@ def load_training_levels(root: Path) -> dict[str, tuple[str, list[int] | None]]:
 def load_training_logs(root: Path) -> dict[str, list[dict[str, Any]]]:
     """Per-step training logs of every model of a `dasd run` folder, by name
     (`train/<name>/train_log.jsonl`)."""
-    paths = sorted((root / "train").glob("*/train_log.jsonl")) if root.is_dir() else []
-    return {path.parent.name: read_jsonl(path) for path in paths}
+    paths = sorted([*(root / "train").glob("*/train_log.jsonl"),
+                    *(root / "train").glob("*/seed-*/train_log.jsonl")]) if root.is_dir() else []
+    return {(f"{path.parent.parent.name} {path.parent.name}" if _seed_of(path)
+             else path.parent.name): read_jsonl(path) for path in paths}
 
 
 def load_eval_summaries(root: Path, exclude: Path | None = None) -> dict[str, dict[str, Any]]:
@@ -163,6 +167,8 @@ def load_eval_summaries(root: Path, exclude: Path | None = None) -> dict[str, di
     for path in sorted(root.rglob("*.summary.json")):
         if exclude and exclude.resolve() in path.resolve().parents:
             continue
+        if _seed_of(path):  # one training seed's: the run's pooled summary stands for it
+            continue
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -173,22 +179,33 @@ def load_eval_summaries(root: Path, exclude: Path | None = None) -> dict[str, di
     return found
 
 
+def _seed_of(path: Path) -> str | None:
+    """"seed-3" when `path` lies in a training seed's folder of a run with `seeds`."""
+    return next((p.name for p in path.parents if SEED_FOLDER.fullmatch(p.name)), None)
+
+
 def load_eval_rows(root: Path, names: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The per-problem verdicts (`eval/<name>.jsonl`) of the evaluated models `names`."""
+    """The per-problem verdicts of the evaluated models `names`: `eval/<name>.jsonl`, or
+    the rows of every training seed (`eval/seed-<s>/<name>.jsonl`) together."""
     found = {}
     for name in names:
-        path = root / "eval" / f"{name}.jsonl"
-        if path.is_file():
-            found[name] = read_jsonl(path)
+        paths = [root / "eval" / f"{name}.jsonl"]
+        if not paths[0].is_file():
+            paths = sorted((root / "eval").glob(f"seed-*/{name}.jsonl"))
+        if paths:
+            found[name] = [row for path in paths for row in read_jsonl(path)]
     return found
 
 
 def load_retention_rows(root: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """{task key: {model: eval rows}} of `retention/<task>/<model>.jsonl` (`dasd run` with
-    `retention:`)."""
+    """{task key: {model: eval rows}} of `retention/<task>/[seed-<s>/]<model>.jsonl`
+    (`dasd run` with `retention:`), every training seed's rows together."""
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for path in sorted(root.glob("retention/*/*.jsonl")) if root.is_dir() else []:
-        found.setdefault(path.parent.name, {})[path.stem] = read_jsonl(path)
+    paths = sorted([*root.glob("retention/*/*.jsonl"), *root.glob("retention/*/seed-*/*.jsonl")]
+                   ) if root.is_dir() else []
+    for path in paths:
+        task = path.parent.parent.name if _seed_of(path) else path.parent.name
+        found.setdefault(task, {}).setdefault(path.stem, []).extend(read_jsonl(path))
     return found
 
 
