@@ -185,13 +185,13 @@ def _seed_of(path: Path) -> str | None:
 
 
 def load_eval_rows(root: Path, names: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The per-problem verdicts of the evaluated models `names`: `eval/<name>.jsonl`, or
-    the rows of every training seed (`eval/seed-<s>/<name>.jsonl`) together."""
+    """The per-problem verdicts of the evaluated models `names`: the rows of every training
+    seed together (`eval/seed-<s>/<name>.jsonl`, a run with `seeds`, whose pooled summary
+    is `eval/<name>.summary.json`), else `eval/<name>.jsonl`."""
     found = {}
     for name in names:
-        paths = [root / "eval" / f"{name}.jsonl"]
-        if not paths[0].is_file():
-            paths = sorted((root / "eval").glob(f"seed-*/{name}.jsonl"))
+        paths = sorted((root / "eval").glob(f"seed-*/{name}.jsonl")) or [
+            p for p in [root / "eval" / f"{name}.jsonl"] if p.is_file()]
         if paths:
             found[name] = [row for path in paths for row in read_jsonl(path)]
     return found
