@@ -768,7 +768,8 @@ COMPARISON_LEGEND = ("Every model answered the same problems, so pairs are compa
 RETENTION_LEGEND = ("Retention: origin and every trained model on tasks they were not "
                     "trained on (`retention:`), problem by problem: right->wrong = problems "
                     "the untrained model answered and the trained one no longer does "
-                    "(forgetting), wrong->right the reverse; the interval and p as in the "
+                    "(forgetting), wrong->right the reverse (with `seeds`: problems whose "
+                    "score, the mean over seeds, fell or rose); the interval and p as in the "
                     "paired comparisons.")
 
 
