@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import resource
 import sys
@@ -91,6 +92,7 @@ def release_free_memory() -> None:
         trim(0)
 
 
+@functools.cache
 def _malloc_trim():
     if not sys.platform.startswith("linux"):
         return None

@@ -610,24 +610,27 @@ def pool_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         accuracy = [s["accuracy"] for s in summaries]
         levels = summaries[0].get("per_level", {})
         return {**summaries[0], **_mean_std(accuracy), "accuracy_per_seed": accuracy,
-                "correct": None, "reused": all(s.get("reused") for s in summaries),
-                "stage_seconds": sum(s.get("stage_seconds", 0.0) for s in summaries),
-                "peak_rss_mb": max(s.get("peak_rss_mb") or 0.0 for s in summaries),
+                "correct": None, **_stage_costs(summaries),
                 "per_level": {lvl: {**summaries[0]["per_level"][lvl], "correct": None,
                                     **_mean_std([s["per_level"][lvl]["accuracy"]
                                                  for s in summaries])} for lvl in levels}}
 
     runs = list(per_seed.values())
     train = [r["train"] for r in runs]
-    result = {"train": {**train[0], "stage_seconds": sum(t.get("stage_seconds", 0.0)
-                                                         for t in train),
-                        "peak_rss_mb": max(t.get("peak_rss_mb") or 0.0 for t in train),
-                        "reused": all(t.get("reused") for t in train)},
+    result = {"train": {**train[0], **_stage_costs(train)},
               "eval": pooled([r["eval"] for r in runs])}
     if "retention" in runs[0]:
         result["retention"] = {key: pooled([r["retention"][key] for r in runs])
                                for key in runs[0]["retention"]}
     return result
+
+
+def _stage_costs(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the seeds' runs of one stage cost together: time summed, the largest peak,
+    reused only when every seed's was."""
+    return {"stage_seconds": sum(s.get("stage_seconds", 0.0) for s in summaries),
+            "peak_rss_mb": max(s.get("peak_rss_mb") or 0.0 for s in summaries),
+            "reused": all(s.get("reused") for s in summaries)}
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -815,11 +818,20 @@ def comparison_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     level = f"{100 * comparison.get('confidence', 0.95):g}% interval"
     header = ["comparison", "difference (points)", level, "problems a/b better",
               "p (exact)", "conclusion"]
-    rows = [[f"{c['a']} - {c['b']}", f"{100 * c['difference']:+.1f}",
-             f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]",
-             f"{c['a_better']}/{c['b_better']}", f"{c['p_value']:.3g}", c["verdict"]]
-            for c in comparison.get("comparisons", []) if c["level"] == ALL]
+    rows = []
+    for c in comparison.get("comparisons", []):
+        if c["level"] == ALL:
+            difference, interval, p, verdict = _difference(c)
+            rows.append([f"{c['a']} - {c['b']}", difference, interval,
+                         f"{c['a_better']}/{c['b_better']}", p, verdict])
     return header, rows
+
+
+def _difference(c: dict[str, Any]) -> list[str]:
+    """A paired comparison's difference (points), its interval, p and conclusion."""
+    return [f"{100 * c['difference']:+.1f}",
+            f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]", f"{c['p_value']:.3g}",
+            c["verdict"]]
 
 
 def retention_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -832,11 +844,10 @@ def retention_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for c in comparison.get("comparisons", []):
             if c["level"] != ALL:
                 continue
+            difference, interval, p, verdict = _difference(c)
             rows.append([task, c["a"], f"{c['accuracy_b']:.3f}", f"{c['accuracy_a']:.3f}",
-                         f"{100 * c['difference']:+.1f}",
-                         f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]",
-                         str(c["b_better"]), str(c["a_better"]), f"{c['p_value']:.3g}",
-                         c["verdict"]])
+                         difference, interval, str(c["b_better"]), str(c["a_better"]), p,
+                         verdict])
     return header, rows
 
 
@@ -902,21 +913,19 @@ def _seconds(summary: dict[str, Any] | None) -> str:
 def results_markdown(report: dict[str, Any]) -> str:
     header, rows = results_rows(report)
     lines = [f"# {report['name']}: {report['model']} on {report['task']}", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    header, rows = comparison_rows(report)
-    if rows:
-        lines += ["", "## Paired comparisons", "", "| " + " | ".join(header) + " |",
-                  "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines += ["", COMPARISON_LEGEND]
-    header, rows = retention_rows(report)
-    if rows:
-        lines += ["", "## Retention: what training cost on other tasks", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines += ["", RETENTION_LEGEND]
+             *_markdown_table(header, rows)]
+    for title, (header, rows), legend in (
+            ("Paired comparisons", comparison_rows(report), COMPARISON_LEGEND),
+            ("Retention: what training cost on other tasks", retention_rows(report),
+             RETENTION_LEGEND)):
+        if rows:
+            lines += ["", f"## {title}", "", *_markdown_table(header, rows), "", legend]
     peak = run_peak_mb(report)
     memory = f"; peak resident memory {peak:.0f} MB" if peak is not None else ""
     lines += ["", f"Total wall time: {report['total_seconds']:.0f} s{memory}. " + TABLE_LEGEND]
     return "\n".join(lines) + "\n"
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(row) + " |" for row in rows]]

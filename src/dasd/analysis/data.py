@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from dasd.analysis.compare import CompareSettings
+from dasd.config import load_yaml
 from dasd.errors import DasdError
-from dasd.records import read_jsonl, read_text
+from dasd.records import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +214,7 @@ def load_comparison_request(root: Path) -> tuple[CompareSettings, list[list[str]
     """The run's `comparison` settings and `compare` pairs (its config.yaml), else the
     defaults."""
     path = root / "config.yaml"
-    config = yaml.safe_load(read_text(path)) if path.is_file() else None
-    config = config if isinstance(config, dict) else {}
+    config = load_yaml(path) if path.is_file() else {}
     known = {f.name for f in dataclasses.fields(CompareSettings)}
     settings = {k: v for k, v in (config.get("comparison") or {}).items() if k in known}
     return CompareSettings(**settings), list(config.get("compare") or [])

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from dasd import __version__
 from dasd.analysis import departures, frontier, onpolicy, plots, tables
-from dasd.analysis.compare import CompareSettings, compare_models, default_pairs, problem_scores
+from dasd.analysis.compare import ORIGIN, compare_models, default_pairs, problem_scores
 from dasd.analysis.data import (
     GeneratedFile,
     find_generated,
@@ -298,12 +298,12 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
 def retention_table(root: Path) -> tables.Table:
     """The paired comparisons of every trained model against origin on each retention
     task of a run folder, with the task in front."""
-    settings, _ = load_comparison_request(root) if root.is_dir() else (CompareSettings(), [])
+    settings, _ = load_comparison_request(root)
     table = []
     for task, rows in load_retention_rows(root).items():
         scores = {name: problem_scores(r) for name, r in rows.items()}
         names = sorted(scores, key=plots.method_sort_key)
-        pairs = [(name, "origin") for name in names if name != "origin"]
+        pairs = [(name, ORIGIN) for name in names if name != ORIGIN]
         result = compare_models(scores, pairs, settings)
         table += [{"task": task, **row} for row in tables.comparison_table(result["comparisons"])]
     return table
@@ -311,10 +311,8 @@ def retention_table(root: Path) -> tables.Table:
 
 def compare_run_folder(root: Path, names: list[str]) -> dict[str, Any]:
     """`compare_models` over the eval rows of a run folder, with the run's settings."""
-    settings, extra = load_comparison_request(root) if root.is_dir() else (CompareSettings(),
-                                                                            [])
-    rows = load_eval_rows(root, names) if root.is_dir() else {}
-    scores = {name: problem_scores(r) for name, r in rows.items()}
+    settings, extra = load_comparison_request(root)  # (defaults for a single JSONL)
+    scores = {name: problem_scores(r) for name, r in load_eval_rows(root, names).items()}
     return compare_models(scores, default_pairs(list(scores), extra), settings)
 
 
