@@ -50,8 +50,8 @@ from dasd.decoding.cache import growing_cache
 from dasd.decoding.draft_verify import decode_pairs_draft_verify
 from dasd.decoding.engine import FINISH_EOS, TokenTrace, decode_pairs, record_step, step_statistics
 from dasd.decoding.generate import encode
+from dasd.decoding.plain import generate_greedy
 from dasd.decoding.rules import build_rule
-from dasd.evaluation.evaluate import generate_greedy
 from dasd.models import eos_token_ids, load_model
 from dasd.tasks import get_task
 from dasd.tasks.prompts import render_prompts

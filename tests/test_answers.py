@@ -1,4 +1,4 @@
-"""Answer extraction and checking (dasd.evaluation.answers)."""
+"""Answer extraction and checking (dasd.scoring.answers)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from dasd.evaluation.answers import (
+from dasd.scoring.answers import (
     check_math,
     check_numeric,
     extract_answer,

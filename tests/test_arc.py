@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from dasd.errors import DasdError
-from dasd.tasks import AnswerCheck, get_task
+from dasd.scoring import AnswerCheck
+from dasd.tasks import get_task
 from dasd.tasks.arc import HUB_CONFIG, HUB_ID, ARCTask, reference_solution
 from dasd.tasks.prompts import CHOICE_PROMPTS, check_template, render_prompts
 from tests.conftest import make_tokenizer, write_jsonl

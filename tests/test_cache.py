@@ -7,8 +7,8 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from dasd.decoding.cache import GrowingLayer, generation_cache, growing_cache
 from dasd.decoding.engine import decode_pairs
+from dasd.decoding.plain import generate_batch
 from dasd.decoding.rules import build_rule
-from dasd.evaluation.evaluate import generate_batch
 from tests.conftest import make_model
 
 

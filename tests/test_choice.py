@@ -1,11 +1,11 @@
-"""Multiple-choice answer extraction (dasd.evaluation.choice), on hand-written responses."""
+"""Multiple-choice answer extraction (dasd.scoring.choice), on hand-written responses."""
 
 from __future__ import annotations
 
 import pytest
 
-from dasd.evaluation.choice import check_choice, extract_choice, label_at
-from dasd.tasks.base import AnswerCheck
+from dasd.scoring import AnswerCheck
+from dasd.scoring.choice import check_choice, extract_choice, label_at
 
 LETTERS = ["A", "B", "C", "D"]
 PALMS = ["dry palms", "wet palms", "palms covered with oil", "palms covered with lotion"]

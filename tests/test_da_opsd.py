@@ -11,8 +11,9 @@ from trl.trainer.utils import selective_log_softmax
 from dasd.config import build_config
 from dasd.errors import DasdError
 from dasd.training.losses import opsd_loss
-from dasd.training.onpolicy import METHODS, OnPolicyConfig, train_onpolicy
-from dasd.training.onpolicy.trainer import build_dataset, build_trainer
+from dasd.training.onpolicy import METHODS
+from dasd.training.onpolicy.config import OnPolicyConfig
+from dasd.training.onpolicy.trainer import build_dataset, build_trainer, train_onpolicy
 from dasd.training.rewards import REWARD_LOG_KEY
 from tests.conftest import make_tokenizer
 from tests.test_onpolicy import fast, tiny

@@ -5,12 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from dasd.decoding.plain import generate_batch, generate_greedy
 from dasd.errors import DasdError
 from dasd.evaluation.evaluate import (
     EvalConfig,
     evaluate,
-    generate_batch,
-    generate_greedy,
     pass_at_k,
     summarize_eval,
 )

@@ -51,7 +51,7 @@ def test_eval_refuses_then_skips_long_prompts(tmp_path, tiny_model, tokenizer):
 
 def test_on_policy_refuses_teacher_prompts_that_leave_no_room(tmp_path, tiny_model,
                                                               tokenizer):
-    from dasd.training.onpolicy import OnPolicyConfig
+    from dasd.training.onpolicy.config import OnPolicyConfig
     from dasd.training.onpolicy.trainer import build_dataset
 
     values = {"limit": 6, "max_completion_length": 5, "out": str(tmp_path / "o")}

@@ -13,8 +13,8 @@ from dasd.records import read_jsonl, sidecar
 from dasd.stats import high_ppl_mask
 from dasd.training import TrainConfig, train
 from dasd.training.data import build_dataset
-from dasd.training.masks import add_mask_ppl, mask_ppl_file, ppl_mask, teacher_forced_logprobs
 from dasd.training.references import reference_rows, write_reference_rows
+from dasd.training.sft_methods import add_mask_ppl, mask_ppl_file, ppl_mask, teacher_forced_logprobs
 from tests.conftest import make_model, make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,8 +16,9 @@ from dasd.errors import DasdError
 from dasd.evaluation.evaluate import apply_adapter
 from dasd.tasks import get_task
 from dasd.tasks.prompts import render_prompts
-from dasd.training.onpolicy import METHODS, OnPolicyConfig, train_onpolicy
-from dasd.training.onpolicy.trainer import build_dataset, build_trainer
+from dasd.training.onpolicy import METHODS
+from dasd.training.onpolicy.config import OnPolicyConfig
+from dasd.training.onpolicy.trainer import build_dataset, build_trainer, train_onpolicy
 from dasd.training.rewards import REWARD_LOG_KEY
 from tests.conftest import make_model, make_tokenizer
 

@@ -119,7 +119,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_every_shipped_config_loads(path):
     values = load_yaml(path)
     if path.name.startswith("opsd"):
-        from dasd.training.onpolicy import OnPolicyConfig
+        from dasd.training.onpolicy.config import OnPolicyConfig
         build_config(OnPolicyConfig, values)
         return
     config_cls = GenerateConfig if "generate-" in path.name else RunConfig

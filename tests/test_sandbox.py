@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dasd.errors import DasdError
-from dasd.evaluation.sandbox import SandboxSettings, run_python
+from dasd.sandbox import SandboxSettings, run_python
 
 QUICK = SandboxSettings(timeout=3.0, cpu_seconds=2, memory_mb=256, max_processes=16,
                         max_file_mb=1, max_output_bytes=4096)
@@ -40,7 +40,7 @@ def _sandbox_processes() -> list[str]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"sandbox_child.py" in cmdline:
+        if b"sandbox/child.py" in cmdline:
             found.append(cmdline.decode(errors="replace"))
     return found
 

@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from dasd.errors import DasdError
-from dasd.evaluation import sandbox, sandbox_kernel
-from dasd.evaluation.sandbox import SandboxSettings, run_python, sandbox_python
+from dasd.sandbox import SandboxSettings, run_python, sandbox_python
+from dasd.sandbox import kernel as sandbox_kernel
+from dasd.sandbox import supervisor as sandbox
 
 QUICK = SandboxSettings(timeout=5.0, cpu_seconds=4, memory_mb=256, max_processes=16,
                         max_file_mb=1, max_output_bytes=4096)
@@ -168,7 +169,7 @@ def test_proc_is_unreadable() -> None:
 def test_missing_kernel_layers_are_named_once(caplog: pytest.LogCaptureFixture) -> None:
     facts = {"namespaces": False, "landlock": "unavailable: Function not implemented",
              "seccomp": "unavailable: Invalid argument"}
-    with caplog.at_level(logging.WARNING, logger="dasd.evaluation.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="dasd.sandbox.supervisor"):
         for _ in range(3):
             sandbox._warn_missing_layers(facts)
     assert [r.getMessage().split(":", 3)[:3] for r in caplog.records] == [
@@ -253,7 +254,7 @@ AS_USER = """
 import json, sys
 sys.path.insert(0, {src!r})
 from dataclasses import replace
-from dasd.evaluation.sandbox import SandboxSettings, run_python
+from dasd.sandbox import SandboxSettings, run_python
 settings = SandboxSettings(timeout=5.0)
 out = {{}}
 for namespaces in (True, False):
@@ -284,8 +285,8 @@ def test_as_a_normal_user() -> None:
 DEGRADED = """
 import ctypes, json, logging, os, sys
 sys.path.insert(0, {src!r})
-from dasd.evaluation import sandbox_kernel as kernel
-from dasd.evaluation.sandbox import SandboxSettings, run_python
+from dasd.sandbox import kernel
+from dasd.sandbox import SandboxSettings, run_python
 # A container without either: landlock_create_ruleset fails with ENOSYS and
 # prctl(PR_SET_SECCOMP) with EINVAL, for this process and the sandboxes it starts.
 arch = kernel._SYSCALLS[os.uname().machine][0]

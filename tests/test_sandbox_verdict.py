@@ -14,7 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from dasd.evaluation.sandbox import SandboxSettings, _read_info, run_python
+from dasd.sandbox import SandboxSettings, run_python
+from dasd.sandbox.supervisor import _read_info
 
 QUICK = SandboxSettings(timeout=5.0, cpu_seconds=4, memory_mb=256, max_processes=16,
                         max_file_mb=1, max_output_bytes=4096)

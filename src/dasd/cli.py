@@ -21,11 +21,11 @@ from dasd.config import (
     add_config_arguments,
     config_from_args,
     config_keys,
-    did_you_mean,
     load_yaml,
 )
 from dasd.errors import DasdError
 from dasd.progress import console
+from dasd.registry import lookup
 from dasd.versions import version_text
 
 # Summaries and tables go to stdout (wide enough for the results table when piped);
@@ -166,18 +166,16 @@ def _train_config_cls(method: str) -> type:
     """The config of `dasd train --method`: SFT methods (sft, mask-ppl, profit) train on
     rows, on-policy methods on their own rollouts."""
     from dasd.training import TrainConfig
-    from dasd.training.masks import SFT_METHODS
     from dasd.training.onpolicy import METHODS
+    from dasd.training.sft_methods import SFT_METHODS
 
     if method in SFT_METHODS:
         return TrainConfig
     if method in METHODS:
-        from dasd.training.onpolicy import OnPolicyConfig
+        from dasd.training.onpolicy.config import OnPolicyConfig
 
         return OnPolicyConfig
-    choices = [*SFT_METHODS, *METHODS]
-    raise DasdError(f"unknown training method '{method}': choose one of {', '.join(choices)}"
-                    f"{did_you_mean(method, choices)}")
+    return lookup({**SFT_METHODS, **METHODS}, method, "training method")
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -200,7 +198,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
         print_train_summary(train(config))
     else:
-        from dasd.training.onpolicy import train_onpolicy
+        from dasd.training.onpolicy.trainer import train_onpolicy
 
         print_onpolicy_summary(train_onpolicy(config))
 

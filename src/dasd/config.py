@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import hashlib
 import importlib
 import json
@@ -25,6 +24,7 @@ import yaml
 from dasd import __version__
 from dasd.errors import DasdError
 from dasd.records import read_text
+from dasd.registry import did_you_mean
 
 C = TypeVar("C")
 
@@ -136,11 +136,6 @@ def _route_extra_keys(cls: type, values: dict[str, Any], fields: dict[str, Any],
         target = extra[key]
         routed[target] = {**(routed.get(target) or {}), key: value}
     return routed
-
-
-def did_you_mean(key: str, choices: Any, prefix: str = "") -> str:
-    hint = difflib.get_close_matches(key, list(choices), n=1)
-    return f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
 
 
 def _onto_default(f: dataclasses.Field, value: Any) -> Any:

@@ -2,7 +2,7 @@
 it trains, and its own typed settings.
 
 The entries are derived from the registries of the stages, so a new decoding rule
-(`decoding/rules`), SFT method (`training/masks`) or on-policy method
+(`decoding/rules`), SFT method (`training/sft_methods`) or on-policy method
 (`training/onpolicy`) is a method of `dasd run` as soon as it is registered there:
 
 - a decoding rule (dasd, sd, base, hint) decodes the training rows, then LoRA SFT;
@@ -17,8 +17,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from dasd.config import did_you_mean
-from dasd.errors import DasdError
+from dasd.registry import lookup
 
 DECODE, REFERENCE, ROLLOUTS = "decode", "reference", "rollouts"
 
@@ -48,8 +47,8 @@ def _summary(cls: type) -> str:
 @functools.cache
 def methods() -> dict[str, Method]:
     from dasd.decoding.rules import RULES
-    from dasd.training.masks import SFT_METHODS
     from dasd.training.onpolicy import METHODS
+    from dasd.training.sft_methods import SFT_METHODS
 
     registry = {name: Method(name, DECODE, rule, "sft", _summary(rule))
                 for name, rule in RULES.items()}
@@ -65,11 +64,7 @@ def methods() -> dict[str, Method]:
 
 def get_method(name: str) -> Method:
     """The method called `name`; a typo gets a did-you-mean hint."""
-    registry = methods()
-    if name not in registry:
-        raise DasdError(f"unknown method '{name}': choose one of {', '.join(registry)}"
-                        f"{did_you_mean(name, registry)}")
-    return registry[name]
+    return lookup(methods(), name, "method")
 
 
 def all_settings() -> dict[str, type]:

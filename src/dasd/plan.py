@@ -214,7 +214,7 @@ def method_deviations(name: str, method: str, settings: dict[str, Any]) -> list[
 
 def onpolicy_deviations(config: Any, where: str) -> list[dict[str, Any]]:
     """On-policy TRL settings that are not the method's paper values."""
-    from dasd.training.onpolicy import get_method as onpolicy_method
+    from dasd.training.onpolicy import get_onpolicy_method as onpolicy_method
     from dasd.training.onpolicy.config import OnPolicyConfig
 
     paper = dict(onpolicy_method(config.method).trainer_defaults)

@@ -27,7 +27,6 @@ from dasd.config import (
     STAGE,
     ProblemConfig,
     build_settings,
-    did_you_mean,
     fingerprint,
     settings_dict,
     settings_flags,
@@ -40,9 +39,11 @@ from dasd.memory import peak_memory, release_free_memory
 from dasd.methods import DECODE, REFERENCE, Method, all_settings, get_method, methods
 from dasd.models import parse_device
 from dasd.records import check_writable, read_jsonl
+from dasd.registry import did_you_mean
 from dasd.training import TrainConfig, train
 from dasd.training.onpolicy import METHODS as ONPOLICY_METHODS
-from dasd.training.onpolicy import OnPolicyConfig, train_onpolicy
+from dasd.training.onpolicy.config import OnPolicyConfig
+from dasd.training.onpolicy.trainer import train_onpolicy
 from dasd.training.references import write_reference_rows
 from dasd.training.sft import ADAPTER_FILE
 from dasd.training.trl_args import CHECKPOINT
@@ -78,7 +79,7 @@ class RetentionTask:
 
         if self.task not in TASKS:
             raise DasdError(f"retention: unknown task '{self.task}'; use one of "
-                            f"{', '.join(TASKS)}{did_you_mean(self.task, list(TASKS))}")
+                            f"{', '.join(TASKS)}{did_you_mean(self.task, TASKS)}")
         if self.limit is not None and self.limit < 1:
             raise DasdError(f"retention {self.task}: limit must be >= 1; got {self.limit}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -155,7 +156,7 @@ class MethodSpec:
     @property
     def entry(self) -> Method:
         if self.method == "sft":
-            from dasd.training.masks import PlainSFT
+            from dasd.training.sft_methods import PlainSFT
 
             return Method("sft", REFERENCE, PlainSFT, "sft", "plain SFT")
         return get_method(self.method)
@@ -193,7 +194,7 @@ def _rules() -> dict[str, type]:
 
 
 def _sft_methods() -> dict[str, type]:
-    from dasd.training.masks import SFT_METHODS
+    from dasd.training.sft_methods import SFT_METHODS
 
     return SFT_METHODS
 

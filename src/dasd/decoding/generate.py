@@ -26,9 +26,10 @@ from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model, prompt_limit
 from dasd.progress import progress_bar
 from dasd.records import append_rows, check_writable, pending_batches, sidecar
+from dasd.scoring import AnswerCheck
 from dasd.stats import sample_id, summarize
 from dasd.tasks import Example, select_split
-from dasd.tasks.base import AnswerCheck, decode_and_check
+from dasd.tasks.base import decode_and_check
 from dasd.tasks.prompts import encode, fit_context, render_prompts
 
 log = logging.getLogger(__name__)

@@ -126,7 +126,7 @@ class VLLMModel:
                eos_ids: Sequence[int], *, do_sample: bool = False, temperature: float = 1.0,
                top_p: float = 1.0, top_k: int = 0, num_return_sequences: int = 1,
                seed: int | None = None) -> list[tuple[list[int], str]]:
-        """`evaluate.generate_batch` on vLLM: `(token_ids, finish_reason)` per answer,
+        """`plain.generate_batch` on vLLM: `(token_ids, finish_reason)` per answer,
         prompt-major. Prompt i of a sampled batch is seeded `seed + i`, so its answers do
         not depend on the batch it is in. Every setting is explicit (no repetition
         penalty, top-k off unless asked), as on the transformers path."""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from dasd.errors import DasdError
+from dasd.registry import lookup
 from dasd.tasks.arc import ARCTask
 from dasd.tasks.arith import ArithTask
-from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
+from dasd.tasks.base import Example, PromptTemplate, Task
 from dasd.tasks.gsm8k import GSM8KTask
 from dasd.tasks.math import MathTask
 from dasd.tasks.mbpp import MBPPTask
@@ -24,11 +24,7 @@ TASKS: dict[str, type[Task]] = {task.name: task for task in (ArithTask, GSM8KTas
 
 def get_task(name: str) -> Task:
     """The task called `name`; a typo gets a did-you-mean hint."""
-    if name in TASKS:
-        return TASKS[name]()
-    hint = difflib.get_close_matches(name.lower(), TASKS, n=1)
-    suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
-    raise DasdError(f"unknown task '{name}': choose one of {', '.join(TASKS)}{suggestion}")
+    return lookup(TASKS, name, "task")()
 
 
 @dataclass(frozen=True)
@@ -132,5 +128,5 @@ def load_split(config, evaluation: bool = False) -> tuple[Task, PromptTemplate, 
     return selection.task, selection.template, selection.examples
 
 
-__all__ = ["TASKS", "AnswerCheck", "Example", "PromptTemplate", "Selection", "Task",
+__all__ = ["TASKS", "Example", "PromptTemplate", "Selection", "Task",
            "get_task", "load_split", "select_split"]

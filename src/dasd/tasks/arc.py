@@ -9,7 +9,7 @@ ARC has no worked solutions, so the reference solution is the correct option wit
 text: "The correct answer is (B) wet palms." The model sees the question with its
 options one per line ("(A) dry palms"), and is asked to end with "The answer is (X).".
 `Example.answer` is the golden label; `check` reads the chosen label with
-`dasd.evaluation.choice` and compares labels. ARC has no difficulty levels.
+`dasd.scoring.choice` and compares labels. ARC has no difficulty levels.
 
 A malformed row (a missing field, text and label lists of different lengths, fewer than
 two options, a repeated or multi-character label, an answer key that is not one of the
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from dasd.errors import DasdError
-from dasd.evaluation import choice
-from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
+from dasd.scoring import AnswerCheck, choice
+from dasd.tasks.base import Example, PromptTemplate, Task
 from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, require, row_source
 from dasd.tasks.prompts import CHOICE_PROMPTS, render_choices
 

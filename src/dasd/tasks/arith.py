@@ -18,8 +18,8 @@ import random
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dasd.evaluation import answers
-from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
+from dasd.scoring import AnswerCheck, answers
+from dasd.tasks.base import Example, PromptTemplate, Task
 from dasd.tasks.io import (
     check_limit,
     check_split,

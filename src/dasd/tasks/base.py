@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from dasd.scoring import AnswerCheck
+
 
 @dataclass(frozen=True)
 class Example:
@@ -19,21 +21,6 @@ class Example:
     answer: str
     level: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AnswerCheck:
-    """The answer found in a response, how it was found, and whether it is correct.
-
-    `how` names the pattern that matched (e.g. "final-answer", "boxed", "hashes",
-    "last-number") or "none" when nothing could be extracted. `outcome` says more where a
-    checker knows it (code tasks: the sandbox status, e.g. "failed", "timeout", "memory").
-    """
-
-    extracted: str | None
-    how: str
-    correct: bool
-    outcome: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import re
 from typing import Any, ClassVar
 
 from dasd.errors import DasdError
-from dasd.evaluation import answers
-from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
+from dasd.scoring import AnswerCheck, answers
+from dasd.tasks.base import Example, PromptTemplate, Task
 from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, require, row_source
 from dasd.tasks.prompts import NUMERIC_PROMPTS
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from dasd.errors import DasdError
-from dasd.evaluation import answers
-from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
+from dasd.scoring import AnswerCheck, answers
+from dasd.tasks.base import Example, PromptTemplate, Task
 from dasd.tasks.io import (
     check_limit,
     check_split,

@@ -8,7 +8,7 @@ with `\\r\\n` turned into `\\n`. `Example.answer` is the first assert (a readabl
 answer in result rows); all tests live in `Example.meta`.
 
 `check` takes the code of a response (see `extract_code`), appends `test_setup_code`
-and then every assert of `test_list`, and runs it in the sandbox (`dasd.evaluation.sandbox`):
+and then every assert of `test_list`, and runs it in the sandbox (`dasd.sandbox.supervisor`):
 correct means every assert passed, which with greedy decoding is pass@1. The challenge
 tests are kept in `meta` but not run, as in the standard MBPP score.
 
@@ -24,8 +24,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from dasd.errors import DasdError
-from dasd.evaluation.sandbox import SandboxResult, SandboxSettings, run_python, sandbox_python
-from dasd.tasks.base import AnswerCheck, Example, PromptTemplate, Task
+from dasd.sandbox import SandboxResult, SandboxSettings, run_python, sandbox_python
+from dasd.scoring import AnswerCheck
+from dasd.tasks.base import Example, PromptTemplate, Task
 from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, require, row_source
 from dasd.tasks.prompts import check_template
 

@@ -14,7 +14,7 @@ them under `no_grad`); everything here is differentiable in the student logits o
   entropy, positive (pull toward the teacher) below a per-rollout entropy quantile and
   negative (push away) above it; the form is one entry of `DIRECTION_WEIGHTS`, and the
   push can stop at a divergence `push_cap`. `da-opsd` adds it to TRL's GRPO loss on the
-  task's reward (`dasd.training.onpolicy.direction`); `direction_stats` says what it did.
+  task's reward (`dasd.training.onpolicy.da_opsd`); `direction_stats` says what it did.
 
 The generalized JSD is written once (`divergence_terms`); TRL writes it twice
 (`gkd_trainer.generalized_jsd_loss`, `sdft/loss_utils.compute_divergence`), with the same

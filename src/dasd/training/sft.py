@@ -30,7 +30,6 @@ import torch
 from dasd.config import (
     STAGE,
     build_settings,
-    did_you_mean,
     settings_dict,
     settings_flags,
     write_resolved_config,
@@ -39,11 +38,12 @@ from dasd.distributed import ShardPlan
 from dasd.errors import DasdError
 from dasd.models import load_model, parse_device, pick_device
 from dasd.records import check_writable
+from dasd.registry import lookup
 from dasd.training.adapters import record_base_model
 from dasd.training.data import RowStats, build_dataset, check_rows_left
 from dasd.training.filters import REJECTED_POLICIES, RowFilter
-from dasd.training.masks import SFT_METHODS
 from dasd.training.references import replace_with_reference
+from dasd.training.sft_methods import SFT_METHODS
 from dasd.training.trl_args import (
     BOOKKEEPING,
     CHECKPOINTS,
@@ -159,9 +159,7 @@ class TrainConfig:
         if isinstance(self.data, str):
             self.data = [self.data]
         self.data = [str(p) for p in self.data] if self.data else None
-        if self.method not in SFT_METHODS:
-            raise DasdError(f"unknown SFT method '{self.method}': choose one of "
-                            f"{', '.join(SFT_METHODS)}{did_you_mean(self.method, SFT_METHODS)}")
+        lookup(SFT_METHODS, self.method, "SFT method")
         self.settings = settings_dict(self.method_settings())
         self._check_lora()
         parse_device(self.device)

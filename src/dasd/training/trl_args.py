@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from dasd.config import did_you_mean
 from dasd.errors import DasdError
+from dasd.registry import did_you_mean
 
 # Arguments that change how a run is logged or saved, never the adapter it trains: they
 # can change between a run and its resumption (`dasd.config.outcome`).

@@ -12,14 +12,14 @@ from typing import Any, Protocol
 
 import torch
 
-from dasd.config import build_settings, did_you_mean, omitted
+from dasd.config import build_settings, omitted
 from dasd.decoding.rules.base import BaseRule
 from dasd.decoding.rules.common import CATEGORY_NAMES, Selection, ranked_top_k
 from dasd.decoding.rules.dasd import DASDRule
 from dasd.decoding.rules.dasd_sample import SampledDASDRule
 from dasd.decoding.rules.hint import HintRule
 from dasd.decoding.rules.sd import SDRule
-from dasd.errors import DasdError
+from dasd.registry import lookup
 
 
 class SelectionRule(Protocol):
@@ -42,10 +42,7 @@ def rule_settings(rule: Any) -> dict[str, Any]:
 
 def get_rule(method: str) -> type:
     """The rule class called `method`; a typo gets a did-you-mean hint."""
-    if method not in RULES:
-        raise DasdError(f"unknown decoding method '{method}': choose one of "
-                        f"{', '.join(RULES)}{did_you_mean(method, RULES)}")
-    return RULES[method]
+    return lookup(RULES, method, "decoding method")
 
 
 def build_rule(method: str, seed: int = 0, **settings: Any) -> SelectionRule:

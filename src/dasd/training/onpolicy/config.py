@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from dasd.config import ProblemConfig, build_settings, settings_dict, settings_flags
 from dasd.errors import DasdError
-from dasd.training.onpolicy import METHODS, get_method
+from dasd.training.onpolicy import METHODS, get_onpolicy_method
 from dasd.training.trl_args import (
     BOOKKEEPING,
     CHECKPOINTS,
@@ -122,7 +122,7 @@ class OnPolicyConfig(ProblemConfig):
         fixed = sorted(set(self.trainer) & set(ONPOLICY_FIXED))
         if fixed:
             raise DasdError(f"onpolicy: dasd sets {', '.join(fixed)} itself")
-        defaults = {**ONPOLICY_DEFAULTS, **get_method(self.method).trainer_defaults}
+        defaults = {**ONPOLICY_DEFAULTS, **get_onpolicy_method(self.method).trainer_defaults}
         self.trainer = check_trainer_args(_trl_config_cls(), self.trainer, "onpolicy",
                                           defaults)
         self._check_ranges(self.resolved_trainer())
@@ -132,12 +132,12 @@ class OnPolicyConfig(ProblemConfig):
             import_vllm("use_vllm (TRL's rollouts on vLLM)")
 
     def method_settings(self):
-        return build_settings(get_method(self.method).settings, self.settings,
+        return build_settings(get_onpolicy_method(self.method).settings, self.settings,
                               f"method '{self.method}'")
 
     def resolved_trainer(self) -> dict[str, Any]:
         """TRL arguments: the config's, else the method's paper values, else dasd's."""
-        return {**ONPOLICY_DEFAULTS, **get_method(self.method).trainer_defaults,
+        return {**ONPOLICY_DEFAULTS, **get_onpolicy_method(self.method).trainer_defaults,
                 **self.trainer}
 
     def resolved(self) -> OnPolicyConfig:
@@ -146,7 +146,7 @@ class OnPolicyConfig(ProblemConfig):
 
     def config_comment(self) -> str:
         return (f"trainer: TRL SDPOConfig arguments. Set by dasd unless given: the method's "
-                f"paper values {get_method(self.method).trainer_defaults}, then "
+                f"paper values {get_onpolicy_method(self.method).trainer_defaults}, then "
                 + ", ".join(f"{k}={v}" for k, v in ONPOLICY_DEFAULTS.items())
                 + "; precision from the device; the rest are TRL's defaults.")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dasd.training.losses import opsd_loss
-from dasd.training.onpolicy.base import Method, reward_weight_field
 from dasd.training.onpolicy.checks import check_divergence, check_weight
+from dasd.training.onpolicy.method import OnPolicyMethod, reward_weight_field
 
 
 @dataclass
@@ -32,5 +32,5 @@ def loss(student_logits, teacher_logits, mask, settings: OPSD):
     return opsd_loss(student_logits, teacher_logits, mask, settings.beta, settings.clip)
 
 
-METHOD = Method(name="opsd", paper="arXiv 2601.18734", loss=loss, settings=OPSD,
+METHOD = OnPolicyMethod(name="opsd", paper="arXiv 2601.18734", loss=loss, settings=OPSD,
                 trainer_defaults={"learning_rate": 2e-4, "max_grad_norm": 1.0})

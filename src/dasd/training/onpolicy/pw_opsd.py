@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from dasd.errors import DasdError
 from dasd.training.losses import pw_opsd_loss
-from dasd.training.onpolicy.base import Method, reward_weight_field
 from dasd.training.onpolicy.checks import check_divergence, check_unit, check_weight
+from dasd.training.onpolicy.method import OnPolicyMethod, reward_weight_field
 
 
 @dataclass
@@ -40,5 +40,5 @@ def loss(student_logits, teacher_logits, mask, settings: PWOPSD):
                         settings.w_min, settings.tau, settings.s)
 
 
-METHOD = Method(name="pw-opsd", paper="arXiv 2605.21606", loss=loss, settings=PWOPSD,
+METHOD = OnPolicyMethod(name="pw-opsd", paper="arXiv 2605.21606", loss=loss, settings=PWOPSD,
                 trainer_defaults={"learning_rate": 5e-6, "max_grad_norm": 0.1})

@@ -46,7 +46,7 @@ from dasd.tasks import load_split
 from dasd.tasks.prompts import encode, fit_context, render_prompts
 from dasd.training.adapters import record_base_model
 from dasd.training.losses import opsd_loss, token_entropy
-from dasd.training.onpolicy import get_method
+from dasd.training.onpolicy import get_onpolicy_method
 from dasd.training.onpolicy.config import OnPolicyConfig
 from dasd.training.rewards import REWARD_LOG_KEY, task_reward
 from dasd.training.sft import ADAPTER_FILE, precision_args, trainer_arguments
@@ -131,7 +131,7 @@ def _trainer_cls():
         def __init__(self, *args, onpolicy: OnPolicyConfig, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.onpolicy = onpolicy
-            self.onpolicy_method = get_method(onpolicy.method)
+            self.onpolicy_method = get_onpolicy_method(onpolicy.method)
             self.onpolicy_settings = onpolicy.method_settings()
             self.reward_weight = self.onpolicy_settings.reward_weight
             self.teacher_context_builder = ReferencePromptTeacher(self)
@@ -269,7 +269,7 @@ def _summary(config: OnPolicyConfig, trainer, prompts: int, seconds: float) -> d
     steps = trainer.state.global_step
     return {
         "output": str(config.out), "method": config.method,
-        "paper": get_method(config.method).paper, "model": config.model,
+        "paper": get_onpolicy_method(config.method).paper, "model": config.model,
         "task": config.task, "split": config.split, "prompts": prompts, "steps": steps,
         "rollouts": steps * config.trainer["per_device_train_batch_size"]
         * config.trainer.get("gradient_accumulation_steps", 1),

@@ -27,8 +27,8 @@ from typing import Literal
 
 from dasd.errors import DasdError
 from dasd.training.losses import DIRECTION_WEIGHTS, da_opsd_loss, direction_stats
-from dasd.training.onpolicy.base import Method, reward_weight_field
 from dasd.training.onpolicy.checks import check_divergence, check_unit, check_weight
+from dasd.training.onpolicy.method import OnPolicyMethod, reward_weight_field
 
 
 @dataclass
@@ -92,7 +92,7 @@ def metrics(student_logits, teacher_logits, mask, settings: Direction) -> dict[s
     return {f"direction/{name}": value.item() for name, value in stats.items()}
 
 
-METHOD = Method(name="da-opsd", paper="arXiv 2605.22263", loss=loss,
+METHOD = OnPolicyMethod(name="da-opsd", paper="arXiv 2605.22263", loss=loss,
                 settings=DirectionAdaptive, metrics=metrics,
                 # GRPO needs a group of rollouts per prompt: 1 prompt x 4 per step
                 trainer_defaults={"learning_rate": 2e-4, "max_grad_norm": 1.0,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dasd.training.losses import da_opsd_loss
-from dasd.training.onpolicy.base import Method, reward_weight_field
 from dasd.training.onpolicy.checks import check_weight
-from dasd.training.onpolicy.direction import Direction, metrics
+from dasd.training.onpolicy.da_opsd import Direction, metrics
+from dasd.training.onpolicy.method import OnPolicyMethod, reward_weight_field
 
 
 @dataclass
@@ -30,6 +30,6 @@ def loss(student_logits, teacher_logits, mask, settings: DirectionLossOnly):
                         settings.rho, settings.weight)
 
 
-METHOD = Method(name="da-opsd-loss-only", paper="arXiv 2605.22263 (direction rule only)",
+METHOD = OnPolicyMethod(name="da-opsd-loss-only", paper="arXiv 2605.22263 (direction rule only)",
                 loss=loss, settings=DirectionLossOnly, metrics=metrics,
                 trainer_defaults={"learning_rate": 2e-4, "max_grad_norm": 1.0})

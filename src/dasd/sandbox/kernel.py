@@ -1,6 +1,6 @@
 """Kernel walls around the sandboxed program that need no namespaces: Landlock and seccomp.
 
-`sandbox_child.py` loads this file by path and applies both to the program's process just
+`child.py` loads this file by path and applies both to the program's process just
 before the program starts (after the privilege drop, with no_new_privs set); they bind
 every process the program starts too, and cannot be lifted. It uses only the standard
 library (ctypes for the system calls), because the child may run under an interpreter

@@ -28,7 +28,7 @@ import re
 import threading
 from fractions import Fraction
 
-from dasd.tasks.base import AnswerCheck
+from dasd.scoring import AnswerCheck
 
 # Seconds math-verify may spend on one parse or comparison (main thread only; see _verify).
 MATH_VERIFY_TIMEOUT = 5

@@ -1,7 +1,7 @@
 """The child side of the code sandbox; `sandbox.run_python` starts it, never import it.
 
-Run as `python -I -B -u sandbox_child.py SETTINGS_JSON` with the work folder as cwd and
-`program.py` in it. It uses only the standard library (and `sandbox_kernel.py` beside it,
+Run as `python -I -B -u child.py SETTINGS_JSON` with the work folder as cwd and
+`program.py` in it. It uses only the standard library (and `kernel.py` beside it,
 loaded by path), so it starts fast and sees no dasd code. The layers, in order (each
 one's outcome is reported on the info pipe):
 
@@ -17,7 +17,7 @@ one's outcome is reported on the info pipe):
 4. Fallback guards when a namespace could not be made: Python-level refusal of sockets
    and of writes outside the work folder. These are a seat belt, not a wall: ctypes or
    `_io` get around them; layer 5 is the wall.
-5. Kernel filters, in both modes (`sandbox_kernel.py`): Landlock (writes only in the work
+5. Kernel filters, in both modes (`kernel.py`): Landlock (writes only in the work
    folder, no /proc, no TCP, no signals out) and seccomp (no sockets but AF_UNIX, no
    ptrace, mounts or namespaces), where the kernel has them.
 6. The verdict: the program runs as the first call of a chain whose next call writes a
@@ -64,8 +64,8 @@ _REFUSED_MODULES = frozenset({"_tkinter", "_testcapi", "_testinternalcapi", "_te
 
 def _load_kernel():
     spec = importlib.util.spec_from_file_location(
-        "sandbox_kernel", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                       "sandbox_kernel.py"))
+        "dasd_sandbox_kernel", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                       "kernel.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -4,11 +4,11 @@
 `python -I -B` (no user site, no PYTHON* variables) under a minimal environment (HOME and
 TMPDIR are that folder), and removes the folder afterwards. The program passes only when
 its last statement returned normally: the sandbox then writes a completion report with a
-per-run token the program never sees (`sandbox_child._steps`); without that report a run
+per-run token the program never sees (`child._steps`); without that report a run
 is no pass, whatever its exit status (an `assert` that fails makes it "failed"; exit(),
 os._exit() or a crash before the end make it "error").
 
-What is protected, on Linux (`sandbox_child.py` does it; `SandboxResult.protections`
+What is protected, on Linux (`child.py` does it; `SandboxResult.protections`
 says which layer each run got):
 
 - time: a wall-clock timeout kills the whole process group, and RLIMIT_CPU ends CPU hogs;
@@ -77,11 +77,11 @@ from typing import Any, Literal
 from dasd.errors import DasdError
 
 log = logging.getLogger(__name__)
-CHILD = Path(__file__).with_name("sandbox_child.py")
+CHILD = Path(__file__).with_name("child.py")
 NOBODY = 65534
 _DRAIN_SECONDS = 1.0
 Status = Literal["passed", "failed", "error", "timeout", "memory", "output-limit", "killed"]
-# Exit codes of sandbox_child.py naming a failure (and 128 + signal for a program killed by
+# Exit codes of child.py naming a failure (and 128 + signal for a program killed by
 # a signal). Exit code 0 is no pass by itself: only the completion report is (`_read_info`).
 _STATUS_BY_CODE: dict[int, Status] = {1: "failed", 2: "error", 3: "memory", 4: "error",
                                       128 + signal.SIGXCPU: "timeout",
@@ -394,7 +394,7 @@ def _read_info(info: bytes) -> tuple[dict[str, Any], bool]:
 
     The sandbox writes facts about its layers, the last of them holding a fresh token,
     before the program starts; after the program's last statement returned it writes
-    {"done": token} (`sandbox_child._steps`). Only lines up to the token are trusted (the
+    {"done": token} (`child._steps`). Only lines up to the token are trusted (the
     program may write on the pipe too, but not knowing the token it cannot complete).
     """
     facts: dict[str, Any] = {}

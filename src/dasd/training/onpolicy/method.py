@@ -15,7 +15,7 @@ MetricsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], dict[str, 
 
 
 @dataclass(frozen=True)
-class Method:
+class OnPolicyMethod:
     """One registry entry: the loss, its typed `settings` class (defaults = the paper's)
     and `trainer_defaults`, the TRL arguments of the method's paper or launcher (cited in
     `paper`) that apply unless the config sets them. Every settings class has a

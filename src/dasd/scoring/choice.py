@@ -26,8 +26,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from dasd.evaluation.answers import last_boxed
-from dasd.tasks.base import AnswerCheck
+from dasd.scoring import AnswerCheck
+from dasd.scoring.answers import last_boxed
 
 _STATEMENT = re.compile(
     r"\b(?:answer|option|choice)\s+(?:is|would\s+be|will\s+be|should\s+be)\b"

@@ -8,14 +8,14 @@ file with its settings dataclass and a line in `SFT_METHODS`.
 
 from dataclasses import dataclass
 
-from dasd.training.masks.mask_ppl import (
+from dasd.training.sft_methods.mask_ppl import (
     MaskPPL,
     add_mask_ppl,
     mask_ppl_file,
     ppl_mask,
     teacher_forced_logprobs,
 )
-from dasd.training.masks.profit import ProFit, profit_loss
+from dasd.training.sft_methods.profit import ProFit, profit_loss
 
 
 @dataclass
