@@ -12,7 +12,7 @@ import pytest
 from dasd.errors import DasdError
 from dasd.scoring import AnswerCheck
 from dasd.tasks import get_task
-from dasd.tasks.arc import HUB_CONFIG, HUB_ID, ARCTask, reference_solution
+from dasd.tasks.arc import ARCTask, reference_solution
 from dasd.tasks.prompts import CHOICE_PROMPTS, check_template, render_prompts
 from tests.conftest import make_tokenizer, write_jsonl
 
@@ -90,10 +90,10 @@ def test_hub_is_ai2_arc_challenge(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append((hub_id, config, split))
         return [PALMS, DIGITS, THREE]
 
-    monkeypatch.setattr("dasd.tasks.arc.load_hub_rows", fake)
+    monkeypatch.setattr("dasd.tasks.base.load_hub_rows", fake)
     examples = ARCTask().load("validation", limit=2)
     assert calls == [("allenai/ai2_arc", "ARC-Challenge", "validation")]
-    assert calls[0][:2] == (HUB_ID, HUB_CONFIG)
+    assert calls[0][:2] == (ARCTask.hub_id, ARCTask.hub_config)
     assert [e.answer for e in examples] == ["A", "1"]
     with pytest.raises(DasdError, match="no split 'dev'"):
         ARCTask().load("dev")

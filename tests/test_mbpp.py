@@ -88,7 +88,7 @@ def test_hub_id_and_config(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append((hub_id, config, split))
         return [ROW]
 
-    monkeypatch.setattr("dasd.tasks.mbpp.load_hub_rows", fake_hub)
+    monkeypatch.setattr("dasd.tasks.base.load_hub_rows", fake_hub)
     assert [e.id for e in MBPPTask().load("prompt")] == ["mbpp-7"]
     assert calls == [("google-research-datasets/mbpp", "full", "prompt")]
 

@@ -25,7 +25,7 @@ from dasd.config import ROWS, changed_settings, settings_fields
 from dasd.errors import DasdError
 from dasd.methods import get_method
 from dasd.records import sidecar
-from dasd.tasks import Selection, select_split
+from dasd.tasks import ProblemSelection, select_split
 from dasd.tasks.io import local_only
 from dasd.tasks.sample import counts
 from dasd.versions import library_versions
@@ -57,7 +57,7 @@ def make_plan(command: str, config: Any) -> dict[str, Any]:
 
 # --- problems -------------------------------------------------------------------------------
 
-def describe(selection: Selection, config: Any) -> dict[str, Any]:
+def describe(selection: ProblemSelection, config: Any) -> dict[str, Any]:
     """The problems of one selection, with the split's own counts beside them."""
     split = counts(selection.pool)
     return {**selection.record(), "task": config.task, "split": config.split,
@@ -278,7 +278,7 @@ def _load_tokenizer(source: str) -> tuple[Any | None, str]:
     return tokenizer, source
 
 
-def prompt_tokens(tokenizer: Any, selection: Selection, config: Any, context: int
+def prompt_tokens(tokenizer: Any, selection: ProblemSelection, config: Any, context: int
                   ) -> dict[str, Any]:
     """Prompt lengths in tokens (context 0: the base prompt, 1: the reference prompt)."""
     from dasd.tasks.prompts import encode, render_prompts
@@ -361,7 +361,7 @@ def _run_eval_stage(config: Any, name: str, adapter: str | None, upstream: str, 
 
 
 def _retention_stages(config: Any, name: str, adapter: str | None, upstream: str,
-                      selections: dict[str, Selection], seed: int | None = None
+                      selections: dict[str, ProblemSelection], seed: int | None = None
                       ) -> list[dict[str, Any]]:
     """A model's evaluations on the retention tasks, as `dasd.run.evaluate_retention`
     runs them."""
@@ -379,7 +379,7 @@ def _retention_stages(config: Any, name: str, adapter: str | None, upstream: str
 
 
 def _method_stages(config: Any, spec: Any, earlier: list[dict[str, Any]],
-                   selections: dict[str, Selection]) -> list[dict[str, Any]]:
+                   selections: dict[str, ProblemSelection]) -> list[dict[str, Any]]:
     """The stages of one method, in `dasd.run.run_method`'s order."""
     from dasd.run import TEST, stage_marker
 
@@ -481,7 +481,7 @@ def _merge_deviations(deviations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-def _add_tokens(plan: dict[str, Any], config: Any, selections: dict[str, Selection],
+def _add_tokens(plan: dict[str, Any], config: Any, selections: dict[str, ProblemSelection],
                 configs: dict[str, Any]) -> None:
     """Prompt lengths when the tokenizer is on disk, and rows that training would cut."""
     tokenizer, source = local_tokenizer(config.model)

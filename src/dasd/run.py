@@ -392,7 +392,7 @@ SELECTION_KEYS = ("task", "split", "data", "limit", "sample", "levels", "seed")
 
 
 def select_problems(config: RunConfig) -> dict[str, Any]:
-    """`dasd.tasks.Selection` of every entry of `problem_configs`; methods that read the
+    """`dasd.tasks.ProblemSelection` of every entry of `problem_configs`; methods that read the
     same problems share one (the split is read once)."""
     from dasd.tasks import select_split
 

@@ -28,7 +28,7 @@ def get_task(name: str) -> Task:
 
 
 @dataclass(frozen=True)
-class Selection:
+class ProblemSelection:
     """The problems a stage config selects, and what they were selected from.
 
     `pool` is every problem the draw chose from (the split, or its `levels`);
@@ -65,7 +65,7 @@ class Selection:
         return record
 
 
-def select_split(config, evaluation: bool = False) -> Selection:
+def select_split(config, evaluation: bool = False) -> ProblemSelection:
     """The problems of a decoding stage config (`task`, `prompts`, `split`, `data`,
     `levels`, `limit`, `seed`, `sample`); an empty selection is an error.
 
@@ -97,7 +97,8 @@ def select_split(config, evaluation: bool = False) -> Selection:
         at = f" at levels {sorted(levels)}" if levels else ""
         raise DasdError(f"task '{config.task}' split '{config.split}' has no examples{at}")
     source = config.data or ("generated" if how == "generated" else "hub")
-    selection = Selection(task, template, examples, pool, split_size, config.limit, how, source)
+    selection = ProblemSelection(task, template, examples, pool, split_size, config.limit, how,
+                                 source)
     _warn(selection, config, evaluation)
     return selection
 
@@ -105,7 +106,7 @@ def select_split(config, evaluation: bool = False) -> Selection:
 _WARNED: set[str] = set()  # a run selects the same problems for every stage: warn once
 
 
-def _warn(selection: Selection, config, evaluation: bool) -> None:
+def _warn(selection: ProblemSelection, config, evaluation: bool) -> None:
     where = f"{config.task}/{config.split}" + (f" ({config.data})" if config.data else "")
     at = f" at levels {sorted(config.levels)}" if getattr(config, "levels", None) else ""
     warnings = []
@@ -128,5 +129,5 @@ def load_split(config, evaluation: bool = False) -> tuple[Task, PromptTemplate, 
     return selection.task, selection.template, selection.examples
 
 
-__all__ = ["TASKS", "Example", "PromptTemplate", "Selection", "Task",
+__all__ = ["TASKS", "Example", "PromptTemplate", "ProblemSelection", "Task",
            "get_task", "load_split", "select_split"]

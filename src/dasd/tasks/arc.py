@@ -24,11 +24,8 @@ from typing import Any, ClassVar
 from dasd.errors import DasdError
 from dasd.scoring import AnswerCheck, choice
 from dasd.tasks.base import Example, PromptTemplate, Task
-from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, require, row_source
+from dasd.tasks.io import require
 from dasd.tasks.prompts import CHOICE_PROMPTS, render_choices
-
-HUB_ID, HUB_CONFIG = "allenai/ai2_arc", "ARC-Challenge"
-SPLITS = ("train", "validation", "test")
 
 
 def reference_solution(label: str, text: str) -> str:
@@ -93,16 +90,13 @@ class ARCTask(Task):
 
     name: ClassVar[str] = "arc_challenge"
     prompts: ClassVar[PromptTemplate] = CHOICE_PROMPTS
+    hub_id: ClassVar[str] = "allenai/ai2_arc"
+    hub_config: ClassVar[str] = "ARC-Challenge"
+    hub_splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
 
-    def load(self, split: str, path: str | None = None, limit: int | None = None,
-             seed: int = 0) -> list[Example]:
-        """The first `limit` rows in file order (`seed` is unused: the order is the file's)."""
-        check_limit(limit)
-        check_split(self.name, split, SPLITS)
-        if path is not None:
-            return _examples(read_rows(path)[:limit], split, lambda i: row_source(path, i))
-        rows = load_hub_rows(HUB_ID, HUB_CONFIG, split)[:limit]
-        return _examples(rows, split, lambda i: f"{HUB_ID} ({HUB_CONFIG}, {split}) row {i + 1}")
+    def examples(self, rows: list[dict[str, Any]], split: str, limit: int | None,
+                 source: Callable[[int], str]) -> list[Example]:
+        return _examples(rows[:limit], split, source)
 
     def check(self, response: str, example: Example) -> AnswerCheck:
         return choice.check_choice(response, example.answer, example.meta["labels"],

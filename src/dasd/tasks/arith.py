@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from dasd.scoring import AnswerCheck, answers
 from dasd.tasks.base import Example, PromptTemplate, Task
@@ -24,9 +25,7 @@ from dasd.tasks.io import (
     check_limit,
     check_split,
     parse_level,
-    read_rows,
     require,
-    row_source,
 )
 from dasd.tasks.prompts import NUMERIC_PROMPTS
 
@@ -302,12 +301,12 @@ def generate(split: str, count: int, seed: int = 0) -> list[Example]:
     return examples
 
 
-def _from_file(path: str, split: str, limit: int | None) -> list[Example]:
-    """Examples from a file with question, reference (or solution), answer, optional level/id."""
-    rows = read_rows(path)[:limit]
+def _from_rows(rows: list[dict[str, Any]], split: str, source_of: Callable[[int], str]
+               ) -> list[Example]:
+    """Examples from rows with question, reference (or solution), answer, optional level/id."""
     examples = []
     for i, row in enumerate(rows):
-        source = row_source(path, i)
+        source = source_of(i)
         ref_field = "solution" if "reference" not in row and "solution" in row else "reference"
         require(row, ("question", ref_field, "answer"), source, reference=ref_field)
         examples.append(Example(str(row.get("id") or f"arith-{split}-{i:05d}"), row["question"],
@@ -325,11 +324,15 @@ class ArithTask(Task):
     def load(self, split: str, path: str | None = None, limit: int | None = None,
              seed: int = 0) -> list[Example]:
         """Generated problems (`limit` defaults to 500), or the rows of `path` when given."""
+        if path is not None:
+            return super().load(split, path, limit, seed)
         check_split(self.name, split, SPLITS)
         check_limit(limit)
-        if path is not None:
-            return _from_file(path, split, limit)
         return generate(split, DEFAULT_LIMIT if limit is None else limit, seed)
+
+    def examples(self, rows: list[dict[str, Any]], split: str, limit: int | None,
+                 source: Callable[[int], str]) -> list[Example]:
+        return _from_rows(rows[:limit], split, source)
 
     def generates(self, path: str | None) -> bool:
         return path is None

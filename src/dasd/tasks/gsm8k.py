@@ -9,15 +9,15 @@ same ending the prompts ask for.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from dasd.errors import DasdError
 from dasd.scoring import AnswerCheck, answers
 from dasd.tasks.base import Example, PromptTemplate, Task
-from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, require, row_source
+from dasd.tasks.io import require
 from dasd.tasks.prompts import NUMERIC_PROMPTS
 
-HUB_ID, HUB_CONFIG, HUB_SPLITS = "openai/gsm8k", "main", ("train", "test")
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
 _FINAL_LINE = re.compile(r"\n?[ \t]*####[ \t]*(.+?)\s*$")
 
@@ -44,19 +44,12 @@ class GSM8KTask(Task):
 
     name: ClassVar[str] = "gsm8k"
     prompts: ClassVar[PromptTemplate] = NUMERIC_PROMPTS
+    hub_id: ClassVar[str] = "openai/gsm8k"
+    hub_config: ClassVar[str] = "main"
 
-    def load(self, split: str, path: str | None = None, limit: int | None = None,
-             seed: int = 0) -> list[Example]:
-        """The first `limit` rows in file order (`seed` is unused: the order is the file's)."""
-        check_limit(limit)
-        if path is not None:
-            check_split(self.name, split, ("train", "validation", "test"))
-            rows = read_rows(path)[:limit]
-            return [_example(row, i, split, row_source(path, i)) for i, row in enumerate(rows)]
-        check_split(self.name, split, HUB_SPLITS)
-        rows = load_hub_rows(HUB_ID, HUB_CONFIG, split)[:limit]
-        return [_example(row, i, split, f"{HUB_ID} ({split}) row {i + 1}")
-                for i, row in enumerate(rows)]
+    def examples(self, rows: list[dict[str, Any]], split: str, limit: int | None,
+                 source: Callable[[int], str]) -> list[Example]:
+        return [_example(row, i, split, source(i)) for i, row in enumerate(rows[:limit])]
 
     def check(self, response: str, example: Example) -> AnswerCheck:
         return answers.check_numeric(response, example.answer)

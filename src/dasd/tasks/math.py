@@ -16,15 +16,7 @@ from typing import Any, ClassVar
 from dasd.errors import DasdError
 from dasd.scoring import AnswerCheck, answers
 from dasd.tasks.base import Example, PromptTemplate, Task
-from dasd.tasks.io import (
-    check_limit,
-    check_split,
-    load_hub_rows,
-    parse_level,
-    read_rows,
-    require,
-    row_source,
-)
+from dasd.tasks.io import load_hub_rows, parse_level, require
 from dasd.tasks.prompts import BOXED_PROMPTS
 
 logger = logging.getLogger(__name__)
@@ -86,18 +78,16 @@ class MathTask(Task):
     name: ClassVar[str] = "math"
     prompts: ClassVar[PromptTemplate] = BOXED_PROMPTS
 
-    def load(self, split: str, path: str | None = None, limit: int | None = None,
-             seed: int = 0) -> list[Example]:
-        """The first `limit` rows in file order (`seed` is unused: the order is the file's)."""
-        check_limit(limit)
-        if path is not None:
-            check_split(self.name, split, ("train", "validation", "test"))
-            rows = read_rows(path)
-            return _examples(rows, split, limit, lambda i: row_source(path, i))
-        check_split(self.name, split, ("train", "test"))
+    def examples(self, rows: list[dict[str, Any]], split: str, limit: int | None,
+                 source: Callable[[int], str]) -> list[Example]:
+        return _examples(rows, split, limit, source)
+
+    def hub_rows(self, split: str) -> list[dict[str, Any]]:
+        return _hub_rows(split)
+
+    def hub_source(self, split: str) -> Callable[[int], str]:
         hub_id = TEST_HUB_ID if split == "test" else TRAIN_HUB_ID
-        return _examples(_hub_rows(split), split, limit,
-                         lambda i: f"{hub_id} ({split}) row {i + 1}")
+        return lambda i: f"{hub_id} ({split}) row {i + 1}"
 
     def check(self, response: str, example: Example) -> AnswerCheck:
         return answers.check_math(response, example.answer)

@@ -27,11 +27,9 @@ from dasd.errors import DasdError
 from dasd.sandbox import SandboxResult, SandboxSettings, run_python, sandbox_python
 from dasd.scoring import AnswerCheck
 from dasd.tasks.base import Example, PromptTemplate, Task
-from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, require, row_source
+from dasd.tasks.io import require
 from dasd.tasks.prompts import check_template
 
-HUB_ID, HUB_CONFIG = "google-research-datasets/mbpp", "full"
-SPLITS = ("train", "validation", "test", "prompt")
 _ASK_CODE = "Write the complete Python code in one ```python code block."
 PROMPTS = check_template(PromptTemplate(
     base=f"{{question}}\n\n{_ASK_CODE}",
@@ -130,6 +128,10 @@ class MBPPTask(Task):
 
     name: ClassVar[str] = "mbpp"
     prompts: ClassVar[PromptTemplate] = PROMPTS
+    hub_id: ClassVar[str] = "google-research-datasets/mbpp"
+    hub_config: ClassVar[str] = "full"
+    file_splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test", "prompt")
+    hub_splits: ClassVar[tuple[str, ...]] = file_splits
     sandbox: ClassVar[SandboxSettings] = SandboxSettings()
     check_workers: ClassVar[int] = min(8, os.cpu_count() or 1)
 
@@ -142,13 +144,12 @@ class MBPPTask(Task):
         machine where no program could import the standard library stops here, not with
         every answer scored wrong.
         """
-        check_limit(limit)
-        check_split(self.name, split, SPLITS)
         sandbox_python(self.sandbox)
-        if path is not None:
-            return _examples(read_rows(path), split, lambda i: row_source(path, i))[:limit]
-        rows = load_hub_rows(HUB_ID, HUB_CONFIG, split)
-        return _examples(rows, split, lambda i: f"{HUB_ID} ({split}) row {i + 1}")[:limit]
+        return super().load(split, path, limit, seed)
+
+    def examples(self, rows: list[dict[str, Any]], split: str, limit: int | None,
+                 source: Callable[[int], str]) -> list[Example]:
+        return _examples(rows, split, source)[:limit]
 
     def run_tests(self, code: str, example: Example) -> SandboxResult:
         """Run `code` against the example's setup and asserts in the sandbox."""

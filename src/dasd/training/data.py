@@ -55,7 +55,7 @@ class RowStats:
         return ", ".join(parts) or "none dropped"
 
 
-def read_rows(paths: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]]:
+def read_generated_rows(paths: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]]:
     """(path, row) for every row of every file, in order."""
     return [(f"{path}:{line}", row) for path in paths for line, row in read_jsonl_lines(path)]
 
@@ -137,8 +137,8 @@ def build_dataset(paths: Iterable[str | Path], only_correct: bool = True,
 
     paths = [str(p) for p in paths]
     row_filter = row_filter or RowFilter(only_correct, drop_length_capped)
-    examples, stats = build_examples(read_rows(paths), row_filter, max_length, to_reference,
-                                     transform)
+    examples, stats = build_examples(read_generated_rows(paths), row_filter, max_length,
+                                     to_reference, transform)
     _require_examples(examples, stats, paths)
     columns = {key: [e[key] for e in examples] for key in ("input_ids", "completion_mask")}
     return Dataset.from_dict(columns), stats
@@ -148,7 +148,7 @@ def check_rows_left(paths: Iterable[str | Path], row_filter: RowFilter, max_leng
     """Raise the "no usable training rows" error now if the filter alone leaves none (a
     quick check before a model is loaded; offline masks can still empty rows later)."""
     paths = [str(p) for p in paths]
-    examples, stats = build_examples(read_rows(paths), row_filter, max_length)
+    examples, stats = build_examples(read_generated_rows(paths), row_filter, max_length)
     _require_examples(examples, stats, paths)
 
 
