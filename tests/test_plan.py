@@ -17,7 +17,7 @@ from dasd.cli import main
 from dasd.config import build_config, load_yaml
 from dasd.errors import DasdError
 from dasd.plan import PAPER, make_plan
-from dasd.run import RunConfig
+from dasd.run_config import RunConfig
 from tests.conftest import write_jsonl
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

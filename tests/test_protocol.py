@@ -123,7 +123,7 @@ def report(**eval_summary):
 
 
 def test_the_results_table_marks_a_subset_and_shows_the_rows_trained_on():
-    from dasd.run import results_markdown, results_rows
+    from dasd.results import results_markdown, results_rows
 
     subset = {"problems": {"n": 100, "of": 500, "subset": True}}
     header, rows = results_rows(report(**subset))
@@ -219,7 +219,7 @@ def test_an_eval_summary_reports_both_checkers_and_its_problems(tmp_path, tiny_m
 
 
 def test_run_config_yaml_records_the_drawn_problems(tmp_path):
-    from dasd.run import RunConfig, problems_record, select_problems
+    from dasd.run_config import RunConfig, problems_record, select_problems
 
     rows = [{"question": f"q{i}", "answer": f"s\n#### {i}"} for i in range(30)]
     data = write_jsonl(tmp_path / "g.jsonl", rows)

@@ -12,7 +12,8 @@ from dasd.config import build_config, load_yaml
 from dasd.decoding.generate import GenerateConfig
 from dasd.errors import DasdError
 from dasd.plan import make_plan
-from dasd.run import RunConfig, run
+from dasd.run import run
+from dasd.run_config import RunConfig
 
 
 @pytest.fixture
@@ -258,7 +259,7 @@ def test_settings_that_change_no_output_reuse_every_stage(tmp_path, model_dir):
 
 
 def test_results_table_has_level_columns_only_for_tasks_with_levels():
-    from dasd.run import results_rows
+    from dasd.results import results_rows
 
     def report(per_level):
         evaluated = {"accuracy": 0.5, "n": 2, "per_level": per_level}

@@ -99,7 +99,7 @@ def print_eval_summary(summary: dict[str, Any]) -> None:
 
 
 def print_run_results(report: dict[str, Any]) -> None:
-    from dasd.run import (
+    from dasd.results import (
         COMPARISON_LEGEND,
         RETENTION_LEGEND,
         TABLE_LEGEND,
@@ -192,10 +192,10 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    config = _train_config(args)
-    if type(config).__name__ == "TrainConfig":
-        from dasd.training import train
+    from dasd.training import TrainConfig, train
 
+    config = _train_config(args)
+    if isinstance(config, TrainConfig):
         print_train_summary(train(config))
     else:
         from dasd.training.onpolicy.trainer import train_onpolicy
@@ -223,7 +223,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from dasd.run import RunConfig, run
+    from dasd.run import run
+    from dasd.run_config import RunConfig
 
     print_run_results(run(config_from_args(RunConfig, args)))
 

@@ -42,12 +42,14 @@ RUN, RESUME, REUSE, STOP = "run", "resume", "reuse", "stop"
 
 def make_plan(command: str, config: Any) -> dict[str, Any]:
     """The plan of `dasd <command>` with this config (`run`, `generate`, `eval`, `train`)."""
+    from dasd.training import TrainConfig
+
     with local_only():
         if command == "run":
             plan = plan_run(config)
         elif command in ("generate", "eval"):
             plan = plan_decode(command, config)
-        elif type(config).__name__ == "TrainConfig":
+        elif isinstance(config, TrainConfig):
             plan = plan_sft(config)
         else:
             plan = plan_onpolicy(config)
@@ -92,7 +94,7 @@ def _stage(method: str, stage: str, status: str, why: str, **budget: Any) -> dic
 def _marker_status(marker: Path, config: Any, inputs: list[str], upstream: str
                    ) -> tuple[str, str]:
     """(status, why) of a `dasd run` stage from its marker (`dasd.run.stage_status`)."""
-    from dasd.run import stage_status
+    from dasd.stages import stage_status
 
     if upstream != REUSE:
         return RUN, "its input is written first (by the stage before it)"
@@ -311,8 +313,10 @@ def _finish(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_run(config: Any) -> dict[str, Any]:
-    """The plan of `dasd run`: every method's stages as `dasd.run.run` will take them."""
-    from dasd.run import RETENTION, TEST, problems_record, select_problems
+    """The plan of `dasd run`: the stages of `dasd.stages.build_stages`, the list `dasd run`
+    executes, each with its status and budget."""
+    from dasd.run_config import RETENTION, TEST, problems_record, select_problems
+    from dasd.stages import build_stages
 
     selections = select_problems(config)
     configs = config.problem_configs()
@@ -330,13 +334,10 @@ def plan_run(config: Any) -> dict[str, Any]:
     if len(train) > 1:
         plan["warnings"].append("methods train on different problems: " + "; ".join(
             ", ".join(p["methods"]) for p in train))
-    if config.origin and test is not None:
-        plan["stages"].append(_run_eval_stage(config, "origin", None, REUSE, test["n"]))
-        plan["stages"] += _retention_stages(config, "origin", None, REUSE, selections)
-    for spec in config.methods:
-        stages = _method_stages(config, spec, plan["stages"], selections)
-        plan["stages"] += stages if test is not None else [  # a run that only generates
-            s for s in stages if s["stage"] in ("generate", "references")]
+    planned: dict[Any, dict[str, Any]] = {}
+    for stage in build_stages(config):
+        planned[stage] = _planned_stage(stage, planned, selections)
+        plan["stages"].append(planned[stage])
     if config.retention:
         plan["problems"]["retention"] = {
             entry.key: describe(selections[RETENTION + entry.key],
@@ -348,82 +349,31 @@ def plan_run(config: Any) -> dict[str, Any]:
     return _finish(plan)
 
 
-def _run_eval_stage(config: Any, name: str, adapter: str | None, upstream: str, n: int,
-                    seed: int | None = None) -> dict[str, Any]:
-    from dasd.run import stage_marker
+def _planned_stage(stage: Any, planned: dict[Any, dict[str, Any]],
+                   selections: dict[str, ProblemSelection]) -> dict[str, Any]:
+    """One stage of `dasd run` as the plan shows it: status, why, budget."""
+    from dasd.stages import REFERENCES, TRAIN
+    from dasd.training.onpolicy.config import OnPolicyConfig
 
-    eval_config = config.eval_config(name, adapter, seed)
-    inputs = [adapter] if adapter else []
-    status, why = _marker_status(stage_marker(eval_config.out, "eval"), eval_config, inputs,
-                                 upstream)
-    return _stage(name, "eval", status, why, **_decode_budget(
-        n, eval_config.max_new_tokens, eval_config.samples))
-
-
-def _retention_stages(config: Any, name: str, adapter: str | None, upstream: str,
-                      selections: dict[str, ProblemSelection], seed: int | None = None
-                      ) -> list[dict[str, Any]]:
-    """A model's evaluations on the retention tasks, as `dasd.run.evaluate_retention`
-    runs them."""
-    from dasd.run import RETENTION, stage_marker
-
-    stages = []
-    for entry in config.retention:
-        retention_config = config.retention_config(name, adapter, entry, seed)
-        status, why = _marker_status(stage_marker(retention_config.out, "eval"),
-                                     retention_config, [adapter] if adapter else [], upstream)
-        n = len(selections[RETENTION + entry.key].examples)
-        stages.append(_stage(name, f"retention {entry.key}", status, why, **_decode_budget(
-            n, retention_config.max_new_tokens, retention_config.samples)))
-    return stages
-
-
-def _method_stages(config: Any, spec: Any, earlier: list[dict[str, Any]],
-                   selections: dict[str, ProblemSelection]) -> list[dict[str, Any]]:
-    """The stages of one method, in `dasd.run.run_method`'s order."""
-    from dasd.run import TEST, stage_marker
-
-    n_test = len(selections[TEST].examples) if TEST in selections else 0
-    if spec.onpolicy:
-        train_config = config.onpolicy_config(spec)  # as `run_onpolicy_method` fingerprints it
-        status, why = _marker_status(stage_marker(train_config.out, "train"), train_config, [],
-                                     REUSE)
-        n = len(selections[spec.name].examples)
-        train = _stage(spec.name, "train", status, why,
-                       **_rollout_budget(train_config.resolved_trainer(), n))
-        return [train, _run_eval_stage(config, spec.name, train_config.out, status, n_test),
-                *_retention_stages(config, spec.name, train_config.out, status, selections)]
-    stages = []
-    if spec.data_from is None:
-        gen_config = config.data_config(spec)
-        status, why = _marker_status(stage_marker(gen_config.out, "generate"), gen_config, [],
-                                     REUSE)
-        n = len(selections[spec.name].examples)
-        budget = (_decode_budget(n, gen_config.max_new_tokens, getattr(gen_config, "samples", 1))
-                  if spec.decodes else {"problems": n, "new_tokens_max": 0})
-        stages.append(_stage(spec.name, "generate" if spec.decodes else "references", status,
-                             why if spec.decodes else f"{why} (the reference solutions)",
-                             **budget))
-        upstream, rows = status, n * budget.get("samples", 1)
-    else:
-        source = next(s for s in earlier if s["method"] == spec.data_from
-                      and s["stage"] in ("generate", "references"))
-        upstream, rows = source["status"], source["problems"] * source.get("samples", 1)
-    data = config.data_path(spec)
-    for seed in config.training_seeds():  # each seed trains and evaluates its own model
-        train_config = config.train_config(spec, data, seed)
-        status, why = _marker_status(stage_marker(train_config.out, "train"), train_config,
-                                     [data], upstream)
-        used, exact = (_usable_rows(train_config, data, rows) if upstream == REUSE
-                       else (rows, False))
-        label = spec.name if seed is None else f"{spec.name} seed {seed}"
-        trained = [_stage(label, "train", status, why,
-                          **_sft_budget(train_config.trainer, used, exact)),
-                   _run_eval_stage(config, spec.name, train_config.out, status, n_test, seed),
-                   *_retention_stages(config, spec.name, train_config.out, status,
-                                      selections, seed)]
-        stages += [{**stage, "method": label} for stage in trained]
-    return stages
+    upstream = planned[stage.upstream] if stage.upstream is not None else None
+    status, why = _marker_status(stage.marker, stage.config, stage.inputs,
+                                 upstream["status"] if upstream else REUSE)
+    config = stage.config
+    if isinstance(config, OnPolicyConfig):  # trains on its own rollouts
+        n = len(selections[stage.problems].examples)
+        budget = _rollout_budget(config.resolved_trainer(), n)
+    elif stage.kind == TRAIN:
+        rows = upstream["problems"] * upstream.get("samples", 1)
+        used, exact = (_usable_rows(config, stage.inputs[0], rows)
+                       if upstream["status"] == REUSE else (rows, False))
+        budget = _sft_budget(config.trainer, used, exact)
+    elif stage.kind == REFERENCES:
+        why = f"{why} (the reference solutions)"
+        budget = {"problems": len(selections[stage.problems].examples), "new_tokens_max": 0}
+    else:  # generate, eval, retention: decoding
+        budget = _decode_budget(len(selections[stage.problems].examples),
+                                config.max_new_tokens, getattr(config, "samples", 1))
+    return _stage(stage.label, stage.name, status, why, **budget)
 
 
 def _usable_rows(config: Any, data: str, bound: int) -> tuple[int, bool]:
@@ -488,7 +438,7 @@ def _add_tokens(plan: dict[str, Any], config: Any, selections: dict[str, Problem
     plan["tokenizer"] = {"available": tokenizer is not None, "source": source}
     if tokenizer is None:
         return
-    from dasd.run import TEST
+    from dasd.run_config import TEST
 
     if TEST in selections:
         test = prompt_tokens(tokenizer, selections[TEST], configs[TEST], 0)
