@@ -19,9 +19,9 @@ Lines ending in `\\` are joined, `# comments` dropped, and `&&`, `;` and `|` spl
 into commands. A command holding `...` or a `<placeholder>` fails: docs show complete
 commands with real paths.
 
-`dasd <subcommand> --help` runs once per subcommand the docs use, in subprocesses started
-together. Links: every relative link `[text](path)` must name an existing file or folder,
-and a `#anchor` a heading of its target (GitHub's slugs).
+`dasd <subcommand> --help` runs once per subcommand the docs use, all in one subprocess
+started when the module starts. Links: every relative link `[text](path)` must name an
+existing file or folder, and a `#anchor` a heading of its target (GitHub's slugs).
 """
 
 from __future__ import annotations

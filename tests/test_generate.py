@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import dasd.decoding.generate as generate_module
+import dasd.outputs as outputs_module
 from dasd.config import build_config
 from dasd.decoding.generate import GenerateConfig, generate
 from dasd.errors import DasdError
@@ -48,7 +48,7 @@ def test_resume_after_interruption_gives_the_same_file(tmp_path, tiny_model, tok
     run(tmp_path, tiny_model, tokenizer, name="full.jsonl", limit=10)
     expected = (tmp_path / "full.jsonl").read_bytes()
 
-    real_append = generate_module.append_rows
+    real_append = outputs_module.append_rows
     calls = []
 
     def crash_during_second_batch(path, batch_rows):
@@ -60,10 +60,10 @@ def test_resume_after_interruption_gives_the_same_file(tmp_path, tiny_model, tok
             raise KeyboardInterrupt
         real_append(path, batch_rows)
 
-    monkeypatch.setattr(generate_module, "append_rows", crash_during_second_batch)
+    monkeypatch.setattr(outputs_module, "append_rows", crash_during_second_batch)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, tiny_model, tokenizer, name="cut.jsonl", limit=10)
-    monkeypatch.setattr(generate_module, "append_rows", real_append)
+    monkeypatch.setattr(outputs_module, "append_rows", real_append)
     cut = (tmp_path / "cut.jsonl").read_text()
     assert cut.count("\n") == 5 and not cut.endswith("\n")  # 5 rows and a partial one
     run(tmp_path, tiny_model, tokenizer, name="cut.jsonl", limit=10)

@@ -13,17 +13,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import dasd.decoding.generate as generate_module
-import dasd.decoding.sharding as sharding
+import dasd.outputs as sharding
 from dasd.decoding.generate import GenerateConfig, generate
-from dasd.decoding.sharding import (
-    ShardPlan,
-    merge_shards,
-    part_path,
-    shard_dir,
-    wait_for_shards,
-)
+from dasd.distributed import ShardPlan
 from dasd.errors import DasdError
+from dasd.outputs import merge_shards, part_path, shard_dir, wait_for_shards
 from dasd.records import sidecar
 
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -54,13 +48,13 @@ def ids(n):
 def record_appends(monkeypatch):
     """Ids of the rows generation appends from now on (i.e. the rows it decoded)."""
     written = []
-    real = generate_module.append_rows
+    real = sharding.append_rows
 
     def spy(path, batch):
         written.extend(row["id"] for row in batch)
         real(path, batch)
 
-    monkeypatch.setattr(generate_module, "append_rows", spy)
+    monkeypatch.setattr(sharding, "append_rows", spy)
     return written
 
 

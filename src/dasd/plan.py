@@ -110,7 +110,7 @@ def _marker_status(marker: Path, config: Any, inputs: list[str], upstream: str
 
 def _output_status(config: Any, out: Path, ids: set[str], n: int) -> tuple[str, str]:
     """(status, why) of a stage writing `n` rows of the problems `ids` to `out` outside
-    `dasd run` (the resume rules of `dasd.records.open_output`), reading only."""
+    `dasd run` (the resume rules of `dasd.outputs.open_output`), reading only."""
     import yaml
 
     if not out.exists():

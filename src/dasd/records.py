@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -112,53 +112,3 @@ def sidecar(out: str | Path, kind: str) -> Path:
     """`runs/x/dasd.jsonl` -> `runs/x/dasd.<kind>`."""
     out = Path(out)
     return out.with_name(f"{out.stem}.{kind}")
-
-
-def open_output(config: Any, out: str | Path) -> set[str]:
-    """Get `out` ready for appending rows of `config`; return the ids it already holds.
-
-    `config.overwrite` starts over. Otherwise the file is resumed, unless it was written
-    with settings that change its rows (then the error names them). The resolved config
-    is written beside the output.
-    """
-    from dasd.config import write_resolved_config
-
-    out = Path(out)
-    if config.overwrite:
-        for path in (out, sidecar(out, "summary.json")):
-            path.unlink(missing_ok=True)
-    check_resumable(config, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(config, sidecar(out, "config.yaml"))
-    return {row["id"] for row in read_rows_for_resume(out)}
-
-
-def check_resumable(config: Any, out: str | Path) -> None:
-    """Refuse to add rows of `config` to `out` if its config sidecar records settings that
-    change the rows; reads only, so that several processes may check the same file."""
-    import yaml
-
-    from dasd.config import changed_settings
-
-    out = Path(out)
-    previous_path = sidecar(out, "config.yaml")
-    if not (out.exists() and previous_path.exists()):
-        return
-    changed = changed_settings(config, yaml.safe_load(previous_path.read_text()) or {})
-    if changed:
-        raise DasdError(f"{out} was written with other settings ({', '.join(changed)}): pass "
-                        "--overwrite to start over or choose another --out")
-
-
-def pending_batches(examples: Sequence[Any], done: set[str], batch_size: int) -> list[list[Any]]:
-    """Examples not in `done`, in batches that are fixed slices of the full list, so that a
-    resumed run batches (and pads) each example exactly as an uninterrupted one."""
-    batches = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
-    pending = ([e for e in batch if e.id not in done] for batch in batches)
-    return [batch for batch in pending if batch]
-
-
-def finished_rows(out: str | Path, examples: Sequence[Any]) -> list[dict[str, Any]]:
-    """The rows of `out` that belong to `examples` (a file may hold more, from a larger limit)."""
-    wanted = {e.id for e in examples}
-    return [row for row in read_rows_for_resume(out) if row["id"] in wanted]

@@ -20,12 +20,13 @@ from dasd.config import STAGE, DecodeStageConfig, settings_dict, settings_flags
 from dasd.decoding.draft_verify import check_rule, decode_pairs_draft_verify
 from dasd.decoding.engine import TokenTrace, decode_batches, decode_pairs
 from dasd.decoding.rules import RULES, build_rule, rule_settings
-from dasd.decoding.sharding import ShardPlan, finish, prepare
 from dasd.decoding.vllm_model import VLLMSettings, decode_pairs_on_vllm, served_model
+from dasd.distributed import ShardPlan
 from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model, prompt_limit
+from dasd.outputs import RowsOutput
 from dasd.progress import progress_bar
-from dasd.records import append_rows, check_writable, pending_batches, sidecar
+from dasd.records import check_writable, sidecar
 from dasd.scoring import AnswerCheck
 from dasd.stats import sample_id, summarize
 from dasd.tasks import Example, select_split
@@ -143,7 +144,7 @@ def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, An
     """Run one decoding method over a task split; return the summary of the whole output.
 
     Under `torchrun` / `accelerate launch` each process decodes its share and rank 0 merges
-    the shares into `out` (`dasd.decoding.sharding`); other ranks return their part's summary.
+    the shares into `out` (`dasd.outputs`); other ranks return their part's summary.
     """
     out = Path(config.out)
     check_writable(out)
@@ -157,17 +158,16 @@ def generate(config: GenerateConfig, model=None, tokenizer=None) -> dict[str, An
     elif model is None:
         model, tokenizer = load_model(config.model, config.dtype, plan.device(config.device))
     examples, skipped = _fitting(config, template, examples, model, tokenizer)
-    target, mine, done = prepare(plan, config, out, examples)
-    tokens, seconds = _decode_missing(config, task, template, mine, done, rule, model,
-                                      tokenizer, target)
-    rows, output = finish(plan, config, out, examples)
+    output = RowsOutput(config, out, examples, plan)
+    tokens, seconds = _decode_missing(config, task, template, output, rule, model, tokenizer)
+    rows, path = output.finish()
     summary = summarize(rows, config.high_ppl_threshold)
-    summary.update(method=config.method, settings=rule_settings(rule), output=str(output),
+    summary.update(method=config.method, settings=rule_settings(rule), output=str(path),
                    problems=selection.record(),
                    new_tokens=tokens, decode_seconds=seconds,
                    tokens_per_second=tokens / seconds if seconds else None,
                    skipped_long_prompts=skipped)
-    if output == out:
+    if path == out:
         sidecar(out, "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -183,19 +183,20 @@ def _fitting(config: GenerateConfig, template, examples: list[Example], model,
     return kept, skipped
 
 
-def _decode_missing(config, task, template, examples, done, rule, model, tokenizer,
-                    out: Path) -> tuple[int, float]:
-    """Decode the examples not yet in `out`, appending them batch by batch in input order
-    (the step engine refills a batch's rows from the next batches as its examples end)."""
+def _decode_missing(config, task, template, output: RowsOutput, rule, model, tokenizer
+                    ) -> tuple[int, float]:
+    """Decode the examples the output has no row for, appending them batch by batch in
+    input order (the step engine refills a batch's rows from the next batches as its
+    examples end)."""
     eos = eos_token_ids(model, tokenizer)
     settings = rule_settings(rule)
-    todo = pending_batches(examples, done, config.batch_size)
+    todo = output.open(config.batch_size)
     pending = [e for batch in todo for e in batch]
     texts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs) for e in pending]
     ids = [(encode(tokenizer, base), encode(tokenizer, ref)) for base, ref in texts]
     total_tokens, start, first = 0, time.perf_counter(), 0
-    with progress_bar(f"{out.stem} on {config.task}/{config.split}",  # as a run names it
-                      total=len(pending), initial=len(examples) - len(pending)) as bar:
+    with progress_bar(f"{output.out.stem} on {config.task}/{config.split}",  # as a run names it
+                      total=len(pending), initial=output.finished) as bar:
         decoded = decode_batches(
             config.decoder(), [len(batch) for batch in todo], model, [r for _, r in ids],
             [b for b, _ in ids], rule, eos, config.max_new_tokens, tokenizer.pad_token_id,
@@ -205,7 +206,7 @@ def _decode_missing(config, task, template, examples, done, rule, model, tokeniz
             first += len(batch)
             responses, checks = decode_and_check(task, tokenizer,
                                                  [t.token_ids for t in traces], batch)
-            append_rows(out, [make_row(config, *row, settings) for row in zip(
+            output.append([make_row(config, *row, settings) for row in zip(
                 batch, texts[rows], ids[rows], traces, responses, checks, strict=True)])
             total_tokens += sum(len(t.token_ids) for t in traces)
             bar.advance(len(batch))

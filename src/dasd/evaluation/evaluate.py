@@ -28,15 +28,9 @@ from dasd.decoding.plain import generate_batch, generate_greedy
 from dasd.decoding.vllm_model import VLLMModel, VLLMSettings, served_model
 from dasd.errors import DasdError
 from dasd.models import eos_token_ids, load_model, prompt_limit
+from dasd.outputs import RowsOutput
 from dasd.progress import progress_bar
-from dasd.records import (
-    append_rows,
-    check_writable,
-    finished_rows,
-    open_output,
-    pending_batches,
-    sidecar,
-)
+from dasd.records import check_writable, sidecar
 from dasd.scoring import AnswerCheck
 from dasd.tasks import Example, Task, select_split
 from dasd.tasks.base import decode_and_check
@@ -277,10 +271,9 @@ def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
     if config.adapter is not None:
         model = apply_adapter(model, config.adapter)
     examples, skipped = _fitting(config, template, examples, model, tokenizer)
-    done = open_output(config, out)
-    tokens, seconds = _decode_missing(config, task, template, examples, done, model, tokenizer,
-                                      out)
-    rows = finished_rows(out, examples)
+    output = RowsOutput(config, out, examples)
+    tokens, seconds = _decode_missing(config, task, template, output, model, tokenizer)
+    rows, _ = output.finish()
     summary = {"task": config.task, "split": config.split, "model": config.model,
                "adapter": config.adapter, "problems": selection.record(),
                **_sampling_settings(config),
@@ -303,16 +296,16 @@ def _fitting(config: EvalConfig, template, examples: list[Example], model,
     return kept, skipped
 
 
-def _decode_missing(config: EvalConfig, task: Task, template, examples: list[Example],
-                    done: set[str], model, tokenizer, out: Path) -> tuple[int, float]:
-    """Answer the examples not yet in `out`, batch by batch, appending each batch."""
+def _decode_missing(config: EvalConfig, task: Task, template, output: RowsOutput, model,
+                    tokenizer) -> tuple[int, float]:
+    """Answer the examples the output has no row for, batch by batch, appending each."""
     eos = eos_token_ids(model, tokenizer)
-    todo = pending_batches(examples, done, config.batch_size)
+    todo = output.open(config.batch_size)
     remaining = sum(map(len, todo))
-    label = f"eval {out.stem} on {config.task}/{config.split}"  # the model as runs name it
-    position = {e.id: i for i, e in enumerate(examples)}
+    label = f"eval {output.out.stem} on {config.task}/{config.split}"  # as runs name it
+    position = {e.id: i for i, e in enumerate(output.examples)}
     total_tokens, start = 0, time.perf_counter()
-    with progress_bar(label, total=remaining, initial=len(examples) - remaining) as bar:
+    with progress_bar(label, total=remaining, initial=output.finished) as bar:
         for batch in todo:
             prompts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs)[0]
                        for e in batch]
@@ -330,7 +323,7 @@ def _decode_missing(config: EvalConfig, task: Task, template, examples: list[Exa
                 rows = [make_row(config, e, p, scored) for e, p, scored in
                         zip(batch, prompts, score_answers(task, batch, results, tokenizer),
                             strict=True)]
-            append_rows(out, rows)
+            output.append(rows)
             batch_tokens = sum(sum(a["n_tokens"] for a in row.get("samples", [row]))
                                for row in rows)
             total_tokens += batch_tokens

@@ -17,7 +17,7 @@ it (to keep steps accurate); compared with RLVR and self-distillation baselines 
   that forks a reasoning path: rho 0.8 pushes the rollout's 20% highest-entropy tokens;
 - `push_cap`: a pushed token stops being pushed once it is that far from the teacher.
 
-`da-opsd-loss-only` (`direction_loss_only.py`) is the direction term alone; it collapses.
+`da-opsd-loss-only` (`da_opsd_loss_only.py`) is the direction term alone; it collapses.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class DirectionAdaptive(Direction):
     rho: float = field(default=0.8, metadata={
         "help": "per-rollout entropy quantile; tokens below it are pulled toward the "
                 "teacher, above it pushed away (ours: 0.8, the 20% highest-entropy tokens "
-                "pushed; q_0.2 pushes 80% and the answers degrade, see README)"})
+                "pushed; q_0.2 pushes 80% and the answers degrade, see docs/results.md)"})
     direction_weight: float = field(default=1.0, metadata={
         "help": "weight of the direction term beside the reward's (ours; not public)"})
     push_cap: float | None = field(default=0.05, metadata={

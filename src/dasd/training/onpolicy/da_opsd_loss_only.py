@@ -1,9 +1,9 @@
 """The direction term alone, as a loss (`da-opsd-loss-only`; dasd's first DA-OPSD).
 
-`mean_t omega_t D_t` with the routing of `direction.py` and nothing else: no reward, no
+`mean_t omega_t D_t` with the routing of `da_opsd.py` and nothing else: no reward, no
 cap. Measured on the embedded model it pushes ~80% of tokens away from the teacher, the
 divergence grows step after step and the answers fall apart (Avg@4 0.150 -> 0.000 in 20
-steps, README). Kept as a named baseline of what the direction rule does unanchored.
+steps, docs/results.md). Kept as a named baseline of what the direction rule does unanchored.
 """
 
 from __future__ import annotations

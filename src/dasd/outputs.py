@@ -1,4 +1,17 @@
-"""Generation sharded across processes (`torchrun`, `accelerate launch`, one per GPU).
+"""The output of a stage that writes one row per example (`dasd generate`, `dasd eval`), and
+everything about it: resuming, shard parts and their markers, merging, atomic writes.
+
+A stage makes one `RowsOutput` and asks it once what is left to do (`open`: the batches of
+examples it has no row for), hands it each batch's rows (`append`: one write, flushed and
+fsynced), and asks it for the finished rows (`finish`). A single process and the ranks of a
+sharded run take the same path; only where the rows go differs.
+
+`open` starts over with `config.overwrite`; otherwise it resumes, unless the file was
+written with settings that change its rows (then the error names them), and writes the
+resolved config beside the output. Batches are fixed slices of the full example list, so a
+resumed run batches (and pads) each example exactly as an uninterrupted one.
+
+Sharding (`torchrun`, `accelerate launch`, one per GPU)
 
 Rank r of W decodes examples r, r + W, r + 2W, ... of the input list (a stride, so that an
 example keeps its rank when `--limit` grows, and every rank gets a mix of difficulty
@@ -31,23 +44,97 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dasd.config import changed_settings, write_resolved_config
 from dasd.config import fingerprint as settings_fingerprint
-from dasd.config import write_resolved_config
 from dasd.distributed import ShardPlan
 from dasd.errors import DasdError
-from dasd.records import (
-    check_resumable,
-    finished_rows,
-    open_output,
-    read_rows_for_resume,
-    sidecar,
-)
+from dasd.records import append_rows, read_rows_for_resume, sidecar
 
 log = logging.getLogger(__name__)
+
+class RowsOutput:
+    """One stage's output file `out` for `examples`, in this process (`plan`: its share of
+    a sharded run)."""
+
+    def __init__(self, config: Any, out: str | Path, examples: Sequence[Any],
+                 plan: ShardPlan | None = None) -> None:
+        self.config, self.out, self.examples = config, Path(out), list(examples)
+        self.plan = plan or ShardPlan()
+        self.target = self.out  # the file this process appends to (a part when sharded)
+        self.mine: list[Any] = self.examples
+        self.done: set[str] = set()
+
+    def open(self, batch_size: int) -> list[list[Any]]:
+        """Get the output ready to append to; return the batches of this process's examples
+        that have no row yet."""
+        self.target, self.mine, self.done = prepare(self.plan, self.config, self.out,
+                                                    self.examples)
+        return pending_batches(self.mine, self.done, batch_size)
+
+    @property
+    def finished(self) -> int:
+        """How many of this process's examples had a row before this run."""
+        return len(self.done & {e.id for e in self.mine})
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        append_rows(self.target, rows)
+
+    def finish(self) -> tuple[list[dict[str, Any]], Path]:
+        """(the rows of `examples`, the file they are in): the merged `out` on rank 0 and
+        in a single process, this rank's part on the others."""
+        return finish(self.plan, self.config, self.out, self.examples)
+
+    @property
+    def complete(self) -> bool:
+        """Whether `finish` returned `out` itself (not a rank's part)."""
+        return not self.plan.sharded or self.plan.is_main
+
+
+def open_output(config: Any, out: str | Path) -> set[str]:
+    """Get `out` ready for appending rows of `config`; return the ids it already holds."""
+    out = Path(out)
+    if config.overwrite:
+        for path in (out, sidecar(out, "summary.json")):
+            path.unlink(missing_ok=True)
+    check_resumable(config, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(config, sidecar(out, "config.yaml"))
+    return {row["id"] for row in read_rows_for_resume(out)}
+
+
+def check_resumable(config: Any, out: str | Path) -> None:
+    """Refuse to add rows of `config` to `out` if its config sidecar records settings that
+    change the rows; reads only, so that several processes may check the same file."""
+    import yaml
+
+    out = Path(out)
+    previous_path = sidecar(out, "config.yaml")
+    if not (out.exists() and previous_path.exists()):
+        return
+    changed = changed_settings(config, yaml.safe_load(previous_path.read_text()) or {})
+    if changed:
+        raise DasdError(f"{out} was written with other settings ({', '.join(changed)}): pass "
+                        "--overwrite to start over or choose another --out")
+
+
+def pending_batches(examples: Sequence[Any], done: set[str], batch_size: int) -> list[list[Any]]:
+    """Examples not in `done`, in batches that are fixed slices of the full list, so that a
+    resumed run batches (and pads) each example exactly as an uninterrupted one."""
+    batches = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
+    pending = ([e for e in batch if e.id not in done] for batch in batches)
+    return [batch for batch in pending if batch]
+
+
+def finished_rows(out: str | Path, examples: Sequence[Any]) -> list[dict[str, Any]]:
+    """The rows of `out` that belong to `examples` (a file may hold more, from a larger limit)."""
+    wanted = {e.id for e in examples}
+    return [row for row in read_rows_for_resume(out) if row["id"] in wanted]
+
+
 
 TIMEOUT_ENV = "DASD_SHARD_TIMEOUT"
 POLL_SECONDS = 0.5
