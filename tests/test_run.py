@@ -286,7 +286,7 @@ def test_a_new_pass_k_rescores_without_decoding_again(tmp_path, model_dir):
 def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path, model_dir,
                                                                    monkeypatch):
     import dasd.training.sft as sft
-    from tests.test_training import StopAt
+    from tests.training.test_sft import StopAt
 
     real_build = sft.build_trainer
 

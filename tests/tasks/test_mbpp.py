@@ -14,9 +14,9 @@ from dasd.tasks.mbpp import MBPPTask, extract_code, program_with_tests
 from dasd.tasks.prompts import check_template, render_prompts
 from tests.conftest import write_jsonl
 
-MINI = Path(__file__).resolve().parents[1] / "configs" / "data" / "mbpp-mini.jsonl"
+MINI = Path(__file__).resolve().parents[2] / "configs" / "data" / "mbpp-mini.jsonl"
 SHARED = next((Path(p) / "mbpp" for p in (os.environ.get("DASD_SHARED_DATA"),
-                                          Path(__file__).resolve().parents[2] / "shared" / "data",
+                                          Path(__file__).resolve().parents[3] / "shared" / "data",
                                           "/work/shared/data") if p and Path(p).is_dir()),
               None)
 ROW = {"text": "Write a function to add two numbers.", "task_id": 7,

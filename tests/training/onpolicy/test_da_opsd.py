@@ -16,7 +16,7 @@ from dasd.training.onpolicy.config import OnPolicyConfig
 from dasd.training.onpolicy.trainer import build_dataset, build_trainer, train_onpolicy
 from dasd.training.rewards import REWARD_LOG_KEY
 from tests.conftest import make_tokenizer
-from tests.test_onpolicy import fast, tiny
+from tests.training.onpolicy.test_trainer import fast, tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

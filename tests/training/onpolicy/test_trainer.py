@@ -23,7 +23,7 @@ from dasd.training.rewards import REWARD_LOG_KEY
 from tests.conftest import make_model, make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-CONFIGS = sorted(Path(__file__).parent.parent.glob("configs/opsd*.yaml"))
+CONFIGS = sorted(Path(__file__).resolve().parents[3].glob("configs/opsd*.yaml"))
 
 
 def tiny(tokenizer):
@@ -169,7 +169,7 @@ def test_command_line_picks_the_method_from_yaml_and_refuses_unknown_ones(tmp_pa
 
 
 def test_command_line_without_method_is_still_sft_on_data(tmp_path, recwarn):
-    from tests.test_training import make_row, write_rows
+    from tests.training.test_sft import make_row, write_rows
 
     tokenizer = make_tokenizer()
     tiny(tokenizer).save_pretrained(tmp_path / "m")

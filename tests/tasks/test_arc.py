@@ -21,7 +21,7 @@ def _arc_data() -> Path:
     """Real ARC rows: $DASD_SHARED_DATA, else ../shared/data beside the checkout, else
     /work/shared/data."""
     candidates = [os.environ.get("DASD_SHARED_DATA"),
-                  Path(__file__).resolve().parents[2] / "shared" / "data", "/work/shared/data"]
+                  Path(__file__).resolve().parents[3] / "shared" / "data", "/work/shared/data"]
     found = [Path(c) for c in candidates if c and Path(c).is_dir()]
     return (found[0] if found else Path(candidates[1])) / "arc_challenge"
 

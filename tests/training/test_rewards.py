@@ -11,7 +11,7 @@ from dasd.tasks import TASKS, Example, get_task
 from dasd.training.rewards import completion_text, task_reward
 from tests.conftest import write_jsonl
 
-MBPP_MINI = Path(__file__).resolve().parents[1] / "configs" / "data" / "mbpp-mini.jsonl"
+MBPP_MINI = Path(__file__).resolve().parents[2] / "configs" / "data" / "mbpp-mini.jsonl"
 ARC_ROW = {"id": "palms", "question": "Which skin surface will produce the most heat?",
            "choices": {"text": ["dry palms", "wet palms", "oily palms", "lotion"],
                        "label": ["A", "B", "C", "D"]}, "answerKey": "A"}

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from dasd.analysis import AnalyzeConfig, analyze
-from tests.test_analysis import make_run
+from tests.analysis.test_analyze import make_run
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(n)), None)

@@ -22,7 +22,7 @@ from dasd.decoding.vllm_backend import (
 )
 from dasd.errors import DasdError
 from tests.conftest import make_model
-from tests.test_draft_verify import PAD, case
+from tests.decoding.test_draft_verify import PAD, case
 
 
 def top_entries(logprobs: torch.Tensor, k: int, own: int) -> dict[int, SimpleNamespace]:

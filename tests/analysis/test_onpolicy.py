@@ -8,8 +8,8 @@ import pytest
 from dasd.analysis.onpolicy import PANELS, onpolicy_section, onpolicy_table, plot_onpolicy
 from dasd.analysis.report import AnalyzeConfig, analyze
 from dasd.training.rewards import REWARD_LOG_KEY
+from tests.analysis.test_analyze import make_run
 from tests.conftest import write_jsonl
-from tests.test_analysis import make_run
 
 LOGS = {
     "sd": [{"loss": 1.5, "step": 1}],  # SFT: no divergence, not on-policy

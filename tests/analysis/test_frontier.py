@@ -15,8 +15,8 @@ from dasd.analysis.departures import (
     token_class,
 )
 from dasd.analysis.frontier import PAPER, SD, beats_sd, describe, frontier_table, pareto
+from tests.analysis.test_analyze import row, write_jsonl
 from tests.conftest import make_tokenizer
-from tests.test_analysis import row, write_jsonl
 
 
 def method_rows(method, correct, p_base, settings=None, categories=None):

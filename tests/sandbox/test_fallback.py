@@ -31,7 +31,7 @@ from dasd.sandbox import supervisor as sandbox
 QUICK = SandboxSettings(timeout=5.0, cpu_seconds=4, memory_mb=256, max_processes=16,
                         max_file_mb=1, max_output_bytes=4096)
 FALLBACK = replace(QUICK, namespaces=False)
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 BENIGN = ("import heapq, re, collections, itertools, math, shutil\n"
           "assert heapq.nsmallest(2, [5, 1, 3]) == [1, 3]\n"
           "assert re.findall(r'\\d+', 'a1b22') == ['1', '22']\n"

@@ -14,7 +14,7 @@ from dasd.training.filters import RowFilter, apply_filter, mentions_reference
 from dasd.training.references import replace_with_reference
 from dasd.training.sft import build_trainer
 from dasd.training.sft_methods.profit import profit_loss
-from tests.test_training import encode, fast_config, make_row, make_tokenizer, tiny, write_rows
+from tests.training.test_sft import encode, fast_config, make_row, make_tokenizer, tiny, write_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

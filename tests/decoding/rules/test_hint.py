@@ -21,7 +21,7 @@ from dasd.decoding.rules.hint import (
 )
 from dasd.errors import DasdError
 from tests.conftest import make_model
-from tests.test_engine import EOS, PAD, VOCAB, random_prompts
+from tests.decoding.test_engine import EOS, PAD, VOCAB, random_prompts
 
 LN2 = math.log(2)
 

@@ -99,7 +99,7 @@ def test_rank_in_breaks_exact_ties_toward_the_lower_id():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_guard_zero_decodes_sds_tokens_and_guard_one_the_papers(seed, one_thread):
-    from tests.test_draft_verify import case  # models on which DASD departs from sd
+    from tests.decoding.test_draft_verify import case  # models on which DASD departs from sd
 
     model, refs, bases, eos_ids, max_new = case(seed)
 

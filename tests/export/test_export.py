@@ -274,7 +274,7 @@ def test_dasd_train_records_the_base_model_in_the_adapter(tmp_path, one_thread):
     """`dasd train` on the embedded model's name (the model itself passed in, tiny): the
     saved adapter names the hub id and says the weights came from the Q4_1 GGUF."""
     from dasd.training import train
-    from tests.test_training import fast_config, make_row, tiny, write_rows
+    from tests.training.test_sft import fast_config, make_row, tiny, write_rows
 
     tokenizer = make_tokenizer()
     data = write_rows(tmp_path / "rows.jsonl", [make_row(tokenizer, i) for i in range(4)])

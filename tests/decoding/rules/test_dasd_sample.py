@@ -12,8 +12,8 @@ from dasd.decoding.rules import build_rule
 from dasd.decoding.rules.common import GUARDED, RESERVED
 from dasd.errors import DasdError
 from dasd.stats import kept_problems, sample_id, split_sample_id
-from tests.test_draft_verify import case
-from tests.test_rules import logprobs
+from tests.decoding.rules.test_dasd_sd import logprobs
+from tests.decoding.test_draft_verify import case
 
 PAD = 0
 

@@ -28,7 +28,7 @@ from dasd.errors import DasdError
 from dasd.evaluation.evaluate import EvalConfig, evaluate
 from dasd.records import read_jsonl
 from tests.conftest import make_model, make_tokenizer
-from tests.test_backend_vllm import FakeLLM, sampling_params
+from tests.decoding.test_vllm_backend import FakeLLM, sampling_params
 
 
 def lora_request(**kwargs):
