@@ -17,7 +17,8 @@ LAYERS = [
      "records", "config", "models", "outputs"},
     {"scoring", "sandbox"},
     {"tasks"}, {"decoding"}, {"training"}, {"evaluation"}, {"analysis"},
-    {"methods", "run_config", "stages", "run", "plan", "results", "export", "cli"},
+    {"methods", "run_config", "stages", "run", "plan", "plan_text", "results", "export",
+     "cli"},
 ]
 
 

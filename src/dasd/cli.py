@@ -325,7 +325,8 @@ PLAN_HELP = ("print what would run, without loading a model or writing anything:
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
-    from dasd.plan import make_plan, render_plan
+    from dasd.plan import make_plan
+    from dasd.plan_text import render_plan
 
     plan = make_plan(args.command, _plan_config(args))
     if args.json:

@@ -41,6 +41,31 @@ MATH_TRAIN = DATA / "math" / "train.jsonl"
 
 # --- registry -------------------------------------------------------------------------------
 
+def test_a_task_with_only_files_needs_data(tmp_path: Path) -> None:
+    """The shared loading in `Task`: a task that maps its rows and has no hub data set
+    reads a file, and without one is a one-line error asking for it."""
+    from dasd.scoring import answers
+    from dasd.tasks.base import Task
+    from dasd.tasks.prompts import NUMERIC_PROMPTS
+
+    class QATask(Task):
+        name, prompts = "qa", NUMERIC_PROMPTS
+
+        def examples(self, rows, split, limit, source):
+            return [Example(f"qa-{i}", r["question"], r["solution"], str(r["answer"]))
+                    for i, r in enumerate(rows[:limit])]
+
+        def check(self, response, example):
+            return answers.check_numeric(response, example.answer)
+
+    path = write_jsonl(tmp_path / "qa.jsonl", [
+        {"question": f"{i} + 1?", "solution": f"The answer is {i + 1}.", "answer": i + 1}
+        for i in range(3)])
+    assert [e.answer for e in QATask().load("train", str(path), limit=2)] == ["1", "2"]
+    with pytest.raises(DasdError, match="task 'qa' has no hub data set: pass a local"):
+        QATask().load("train")
+
+
 def test_registry() -> None:
     assert set(TASKS) == {"arith", "gsm8k", "math", "arc_challenge", "mbpp"}
     for name, cls in TASKS.items():

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from dasd.errors import DasdError
 from dasd.scoring import AnswerCheck
 from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, row_source
 
@@ -74,6 +75,9 @@ class Task(ABC):
 
     def hub_rows(self, split: str) -> list[dict[str, Any]]:
         """The rows of `split` on the hub (the local cache when offline)."""
+        if self.hub_id is None:
+            raise DasdError(f"task '{self.name}' has no hub data set: pass a local "
+                            "JSONL/JSON/Parquet file with --data (generate.data, eval.data)")
         return load_hub_rows(self.hub_id, self.hub_config, split)
 
     def hub_source(self, split: str) -> Callable[[int], str]:

@@ -11,10 +11,15 @@ from dasd.config import build_config
 from dasd.decoding.engine import decode_pairs
 from dasd.decoding.generate import GenerateConfig, generate
 from dasd.decoding.rules import build_rule
-from dasd.decoding.rules.common import BASE_SELECTED, CONSISTENT, HARD, RESERVED
+from dasd.decoding.rules.common import (
+    BASE_SELECTED,
+    CONSISTENT,
+    HARD,
+    RESERVED,
+    label_emitted,
+)
 from dasd.decoding.rules.hint import (
     hint_lambda,
-    label_emitted,
     mix_logprobs,
     nucleus_sample,
     row_seed,

@@ -60,6 +60,30 @@ def test_each_method_trains_and_saves_a_loadable_adapter(tmp_path, method):
     assert not torch.allclose(merged(ids).logits, tiny(tokenizer)(ids).logits)
 
 
+def test_a_method_without_beta_or_clip_trains(tmp_path, monkeypatch):
+    """A new method needs only `reward_weight`: the logged divergence falls back to
+    OPSD's beta and clip (a method of the adding-a-method guide, reverse KL)."""
+    import dasd.training.onpolicy as onpolicy
+    from dasd.training.losses import opsd_loss
+    from dasd.training.onpolicy.method import OnPolicyMethod, reward_weight_field
+
+    @dataclasses.dataclass
+    class ReverseKL:
+        reward_weight: float = reward_weight_field(0.0, "distillation only")
+
+    def loss(student, teacher, mask, settings):
+        return opsd_loss(student, teacher, mask, 1.0, None)
+
+    method = OnPolicyMethod(name="rkl-opsd", paper="test", loss=loss, settings=ReverseKL)
+    monkeypatch.setitem(onpolicy.METHODS, "rkl-opsd", method)
+    tokenizer = make_tokenizer()
+    summary = train_onpolicy(fast(tmp_path / "rkl", method="rkl-opsd"), tiny(tokenizer),
+                             tokenizer)
+    log = [json.loads(line) for line in (tmp_path / "rkl" / "train_log.jsonl").read_text()
+           .splitlines()]
+    assert summary["steps"] == 3 and all("divergence" in row for row in log if "loss" in row)
+
+
 def test_teacher_is_the_frozen_model_on_the_reference_prompt(tmp_path):
     tokenizer = make_tokenizer()
     model = tiny(tokenizer)

@@ -9,7 +9,7 @@ import torch
 from dasd.stats import BASE_SELECTED, CATEGORY_NAMES, CONSISTENT, GUARDED, HARD, RESERVED
 
 __all__ = ["BASE_SELECTED", "CATEGORY_NAMES", "CONSISTENT", "GUARDED", "HARD", "RESERVED",
-           "Selection", "label_steps", "ranked_top_k"]
+           "Selection", "label_emitted", "label_steps", "ranked_top_k"]
 
 
 @dataclass
@@ -49,3 +49,19 @@ def label_steps(tokens: torch.Tensor, ref_top1: torch.Tensor, base_top1: torch.T
     categories[passed] = RESERVED
     categories[ref_top1 == base_top1] = CONSISTENT
     return categories
+
+
+def label_emitted(tokens: torch.Tensor, ref_logprobs: torch.Tensor,
+                  base_logprobs: torch.Tensor, tau: float) -> torch.Tensor:
+    """DASD's category vocabulary applied to the token actually emitted.
+
+    consistent: it is both top-1s; base-selected: it is the base top-1 only; reserved:
+    otherwise the base model gives it >= tau; hard: the base model finds it unlikely
+    (< tau), the tokens DASD would have filtered. With beta 0 and temperature 0 this is
+    exactly the `sd` rule's labelling; with lambda 1 and temperature 0 the `base` rule's.
+    """
+    ref_top1, base_top1 = ref_logprobs.argmax(-1), base_logprobs.argmax(-1)
+    p_base = base_logprobs.gather(-1, tokens[:, None]).squeeze(-1).exp()
+    categories = torch.where(p_base >= tau, RESERVED, HARD)
+    categories = torch.where(tokens == base_top1, BASE_SELECTED, categories)
+    return torch.where((tokens == ref_top1) & (tokens == base_top1), CONSISTENT, categories)

@@ -21,14 +21,7 @@ from typing import ClassVar
 
 import torch
 
-from dasd.decoding.rules.common import (
-    BASE_SELECTED,
-    CONSISTENT,
-    HARD,
-    RESERVED,
-    Selection,
-    ranked_top_k,
-)
+from dasd.decoding.rules.common import Selection, label_emitted, ranked_top_k
 from dasd.errors import DasdError
 
 
@@ -106,22 +99,6 @@ def _sample_ranked(logits: torch.Tensor, k: int, temperature: float, top_p: floa
     tokens = ids.gather(-1, chosen).squeeze(-1)
     too_narrow = (probs.sum(-1) < top_p) & (not full)
     return torch.where(too_narrow, -1, tokens)
-
-
-def label_emitted(tokens: torch.Tensor, ref_logprobs: torch.Tensor,
-                  base_logprobs: torch.Tensor, tau: float) -> torch.Tensor:
-    """DASD's category vocabulary applied to the token actually emitted.
-
-    consistent: it is both top-1s; base-selected: it is the base top-1 only; reserved:
-    otherwise the base model gives it >= tau; hard: the base model finds it unlikely
-    (< tau), the tokens DASD would have filtered. With beta 0 and temperature 0 this is
-    exactly the `sd` rule's labelling; with lambda 1 and temperature 0 the `base` rule's.
-    """
-    ref_top1, base_top1 = ref_logprobs.argmax(-1), base_logprobs.argmax(-1)
-    p_base = base_logprobs.gather(-1, tokens[:, None]).squeeze(-1).exp()
-    categories = torch.where(p_base >= tau, RESERVED, HARD)
-    categories = torch.where(tokens == base_top1, BASE_SELECTED, categories)
-    return torch.where((tokens == ref_top1) & (tokens == base_top1), CONSISTENT, categories)
 
 
 def row_seed(seed: int, key: object) -> int:

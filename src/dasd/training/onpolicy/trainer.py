@@ -48,6 +48,7 @@ from dasd.training.adapters import record_base_model
 from dasd.training.losses import opsd_loss, token_entropy
 from dasd.training.onpolicy import get_onpolicy_method
 from dasd.training.onpolicy.config import OnPolicyConfig
+from dasd.training.onpolicy.opsd import OPSD
 from dasd.training.rewards import REWARD_LOG_KEY, task_reward
 from dasd.training.sft import ADAPTER_FILE, precision_args, trainer_arguments
 from dasd.training.trl_args import resume_point
@@ -170,12 +171,16 @@ def _trainer_cls():
 
         def _log_onpolicy_metrics(self, model, student, teacher, mask) -> None:
             """The plain clipped divergence (comparable across methods, whose losses are
-            weighted differently), the student's mean entropy on the rollout, and what
-            the method itself reports (`Method.metrics`)."""
+            weighted differently; at the method's own beta and clip, OPSD's for a method
+            without them), the student's mean entropy on the rollout, and what the method
+            itself reports (`OnPolicyMethod.metrics`)."""
             mode = "train" if model.training else "eval"
             settings = self.onpolicy_settings
+            plain = OPSD()
+            beta = getattr(settings, "beta", plain.beta)
+            clip = getattr(settings, "clip", plain.clip)
             with torch.no_grad():
-                divergence = opsd_loss(student, teacher, mask, settings.beta, settings.clip)
+                divergence = opsd_loss(student, teacher, mask, beta, clip)
                 entropy = (token_entropy(student) * mask).sum() / mask.sum().clamp(min=1)
                 extra = (self.onpolicy_method.metrics(student, teacher, mask, settings)
                          if self.onpolicy_method.metrics else {})
