@@ -517,3 +517,57 @@ def read_csv_rows(path):
 def test_bad_seeds_are_refused(tmp_path, model_dir, overrides, message):
     with pytest.raises(DasdError, match=message):
         tiny_config(tmp_path, model_dir, **overrides)
+
+
+def test_validation_chooses_a_checkpoint_on_held_out_training_problems(tmp_path, model_dir):
+    """Every checkpoint and the final model answer problems of the training split that
+    the training draw left out (disjoint, recorded); the best is evaluated on test."""
+    report = tiny_run(tmp_path, model_dir, methods=[{"name": "sd"}],
+                      train={"max_steps": 3, "save_steps": 1}, validation={"problems": 3})
+    root = tmp_path / "run"
+    problems = yaml.safe_load((root / "config.yaml").read_text())["problems"]
+    train_ids, held_out = set(problems["train"][0]["ids"]), problems["validation"][0]["ids"]
+    assert len(held_out) == 3 and not train_ids & set(held_out)
+    result = report["methods"]["sd"]
+    choice = result["validation"]
+    assert [p["step"] for p in choice["points"]] == [1, 2, 3] and choice["final"]["step"] == 3
+    best = max(p["accuracy"] for p in choice["points"])
+    assert choice["chosen"]["accuracy"] == best
+    assert choice["chosen"]["step"] == max(p["step"] for p in choice["points"]
+                                           if p["accuracy"] == best)  # ties: the later
+    for name in ("final", "checkpoint-1", "checkpoint-2"):
+        rows = [json.loads(line) for line in
+                (root / "validation" / "sd" / f"{name}.jsonl").read_text().splitlines()]
+        assert [row["id"] for row in rows] == held_out
+    assert result["eval_chosen"]["step"] == choice["chosen"]["step"]
+    assert result["eval_chosen"]["n"] == result["eval"]["n"] == 3
+    assert "## Checkpoint choice" in (root / "results.md").read_text()
+    figure = root / "analysis" / "checkpoints.png"
+    assert figure.is_file() and "5c. Checkpoint choice" in (
+        root / "analysis" / "report.html").read_text()
+    again = tiny_run(tmp_path, model_dir, methods=[{"name": "sd"}],
+                     train={"max_steps": 3, "save_steps": 1}, validation={"problems": 3})
+    assert again["methods"]["sd"]["validation"]["reused"]
+    assert again["methods"]["sd"]["eval_chosen"]["reused"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"validation": {"problems": -1}}, "validation.problems must be >= 0"),
+    ({"validation": {"problems": 5, "max_new_tokens": 0}}, "validation.max_new_tokens"),
+    ({"validation": {"problems": 5}, "generate": {"limit": None}},
+     "trains on the whole arith/train split"),
+    ({"validation": {"problems": 5}, "generate_only": True}, "a generate_only run trains"),
+])
+def test_bad_validation_settings_are_one_line_errors(tmp_path, model_dir, overrides, message):
+    with pytest.raises(DasdError, match=message):
+        tiny_config(tmp_path, model_dir, **overrides)
+
+
+def test_on_policy_training_is_validated_by_the_same_stages(tmp_path, model_dir):
+    onpolicy = {"max_steps": 2, "save_steps": 1, "per_device_train_batch_size": 2,
+                "max_completion_length": 6}
+    report = tiny_run(tmp_path, model_dir, methods=[{"name": "opsd"}], onpolicy=onpolicy,
+                      validation={"problems": 2}, analyze=False)
+    choice = report["methods"]["opsd"]["validation"]
+    assert [p["step"] for p in choice["points"]] == [1, 2]
+    assert report["methods"]["opsd"]["eval_chosen"]["step"] == choice["chosen"]["step"]

@@ -100,9 +100,11 @@ def print_eval_summary(summary: dict[str, Any]) -> None:
 
 def print_run_results(report: dict[str, Any]) -> None:
     from dasd.results import (
+        CHECKPOINT_LEGEND,
         COMPARISON_LEGEND,
         RETENTION_LEGEND,
         TABLE_LEGEND,
+        checkpoint_rows,
         comparison_rows,
         results_rows,
         retention_rows,
@@ -115,9 +117,12 @@ def print_run_results(report: dict[str, Any]) -> None:
                  f"({report['total_seconds']:.0f} s{memory})", *results_rows(report),
                  TABLE_LEGEND, left=("method",))
     _print_table("Paired comparisons (all levels)", *comparison_rows(report),
-                 COMPARISON_LEGEND, left=("comparison", "conclusion"))
+                 CHECKPOINT_LEGEND,
+        COMPARISON_LEGEND, left=("comparison", "conclusion"))
     _print_table("Retention: what training cost on other tasks", *retention_rows(report),
                  RETENTION_LEGEND, left=("task", "model", "conclusion"))
+    _print_table("Checkpoint choice", *checkpoint_rows(report), CHECKPOINT_LEGEND,
+                 left=("model", "validation accuracy by step"))
     if report.get("analysis"):
         results.print(f"analysis report: {report['analysis']}")
 

@@ -419,6 +419,10 @@ class ProblemConfig:
         "effect": STAGE})
     levels: list[int] | None = field(default=None, metadata={
         "help": "only examples at these difficulty levels, e.g. 1 or 4,5 (before --limit)"})
+    held_out: int | None = field(default=None, metadata={
+        "help": "take N other problems instead: a draw (seeded, as `sample` says) from the "
+                "problems of the split that the `limit` draw leaves out, e.g. a validation set "
+                "disjoint from the training problems", "effect": STAGE, "omit_default": True})
     seed: int = field(default=0, metadata={
         "help": "seed of the problems drawn by a limit, of generated tasks (arith) and of "
                 "sampling"})
@@ -442,6 +446,9 @@ class ProblemConfig:
             raise DasdError(f"limit must be >= 1; got {self.limit}")
         if self.levels is not None and not self.levels:
             raise DasdError("levels is empty: give difficulty levels (e.g. 1,2) or leave it unset")
+        if self.held_out is not None and (self.held_out < 1 or self.limit is None):
+            raise DasdError(f"held_out must be >= 1 and needs a limit (the draw it holds "
+                            f"problems out of); got held_out {self.held_out}, limit {self.limit}")
 
 
 @dataclass

@@ -315,7 +315,7 @@ def _finish(plan: dict[str, Any]) -> dict[str, Any]:
 def plan_run(config: Any) -> dict[str, Any]:
     """The plan of `dasd run`: the stages of `dasd.stages.build_stages`, the list `dasd run`
     executes, each with its status and budget."""
-    from dasd.run_config import RETENTION, TEST, problems_record, select_problems
+    from dasd.run_config import RETENTION, TEST, VALIDATION, problems_record, select_problems
     from dasd.stages import build_stages
 
     selections = select_problems(config)
@@ -338,6 +338,12 @@ def plan_run(config: Any) -> dict[str, Any]:
     for stage in build_stages(config):
         planned[stage] = _planned_stage(stage, planned, selections)
         plan["stages"].append(planned[stage])
+    if "validation" in record:
+        specs = {spec.name: spec for spec in config.methods}
+        plan["problems"]["validation"] = [
+            {**describe(selections[VALIDATION + entry["methods"][0]],
+                        config.validation_config(specs[entry["methods"][0]], None)),
+             "methods": entry["methods"]} for entry in record["validation"]]
     if config.retention:
         plan["problems"]["retention"] = {
             entry.key: describe(selections[RETENTION + entry.key],
@@ -352,7 +358,7 @@ def plan_run(config: Any) -> dict[str, Any]:
 def _planned_stage(stage: Any, planned: dict[Any, dict[str, Any]],
                    selections: dict[str, ProblemSelection]) -> dict[str, Any]:
     """One stage of `dasd run` as the plan shows it: status, why, budget."""
-    from dasd.stages import REFERENCES, TRAIN
+    from dasd.stages import REFERENCES, TRAIN, VALIDATE
     from dasd.training.onpolicy.config import OnPolicyConfig
 
     upstream = planned[stage.upstream] if stage.upstream is not None else None
@@ -367,6 +373,11 @@ def _planned_stage(stage: Any, planned: dict[Any, dict[str, Any]],
         used, exact = (_usable_rows(config, stage.inputs[0], rows)
                        if upstream["status"] == REUSE else (rows, False))
         budget = _sft_budget(config.trainer, used, exact)
+    elif stage.kind == VALIDATE:  # every checkpoint and the final model
+        points = _checkpoint_points(stage.upstream.config, upstream.get("steps_max", 0))
+        budget = _decode_budget(len(selections[stage.problems].examples),
+                                config.max_new_tokens, getattr(config, "samples", 1))
+        budget.update(checkpoints=points, new_tokens_max=budget["new_tokens_max"] * points)
     elif stage.kind == REFERENCES:
         why = f"{why} (the reference solutions)"
         budget = {"problems": len(selections[stage.problems].examples), "new_tokens_max": 0}
@@ -374,6 +385,19 @@ def _planned_stage(stage: Any, planned: dict[Any, dict[str, Any]],
         budget = _decode_budget(len(selections[stage.problems].examples),
                                 config.max_new_tokens, getattr(config, "samples", 1))
     return _stage(stage.label, stage.name, status, why, **budget)
+
+
+def _checkpoint_points(train_config: Any, steps: int) -> int:
+    """How many models validation evaluates: the checkpoints training saves (TRL's
+    save_steps: a share of the steps below 1) and the final model."""
+    from dasd.training.trl_args import CHECKPOINTS
+
+    trainer = getattr(train_config, "trainer", {}) or {}
+    every = trainer.get("save_steps", CHECKPOINTS["save_steps"])
+    if not steps:
+        return 1
+    interval = max(1, math.ceil(every * steps) if every < 1 else int(every))
+    return len({*range(interval, steps + 1, interval), steps})
 
 
 def _usable_rows(config: Any, data: str, bound: int) -> tuple[int, bool]:

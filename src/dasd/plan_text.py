@@ -21,6 +21,9 @@ def render_plan(plan: dict[str, Any], console: Any) -> None:
         _render_problems(console, "Training problems", entry)
     if problems.get("test"):
         _render_problems(console, "Test problems (every evaluation)", problems["test"])
+    for entry in problems.get("validation") or []:
+        _render_problems(console, "Validation problems: held out of the training draw, for "
+                         "choosing a checkpoint", entry)
     for key, entry in (problems.get("retention") or {}).items():
         _render_problems(console, f"Retention problems: {key} (origin and every trained "
                          "model)", entry)
@@ -32,12 +35,17 @@ def render_plan(plan: dict[str, Any], console: Any) -> None:
     for s in plan["stages"]:
         table.add_row(s["method"], s["stage"], s["status"], _num(s.get("problems", s.get("rows"))),
                       _num(s.get("max_new_tokens")), _num(s.get("new_tokens_max")),
-                      s["why"] + _training_note(s))
+                      s["why"] + _training_note(s) + _checkpoint_note(s))
     console.print(table)
     budget = plan["token_budget"]
     console.print(f"Token budget: at most {budget['new_tokens_max_to_run']:,} new tokens in the "
                   f"stages that run ({budget['new_tokens_max_all']:,} over all stages).")
     _render_rest(plan, console)
+
+
+def _checkpoint_note(stage: dict[str, Any]) -> str:
+    return (f"; about {stage['checkpoints']} checkpoints (with the final model) on these "
+            "problems" if "checkpoints" in stage else "")
 
 
 def _training_note(stage: dict[str, Any]) -> str:

@@ -50,6 +50,37 @@ RETENTION_LEGEND = ("Retention: origin and every trained model on tasks they wer
                     "paired comparisons.")
 
 
+CHECKPOINT_LEGEND = ("Checkpoint choice (`validation:`): every checkpoint of a trained model "
+                     "and the final model answered held-out training problems (never the test "
+                     "split); the best there is chosen (a tie goes to the later step), and "
+                     "both the final and the chosen model answered the test split.")
+
+
+def checkpoint_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per trained model (and training seed): the validation accuracy of each checkpoint,
+    the step chosen, and test accuracy of the final and of the chosen model."""
+    header = ["model", "validation accuracy by step", "chosen step (final)",
+              "validation chosen / final", "test final", "test chosen"]
+    rows = []
+    for name, result in report["methods"].items():
+        runs = ([(f"{name} seed {s}", r) for s, r in result["seeds"].items()]
+                if "seeds" in result else [(name, result)])
+        for label, run in runs:
+            choice = run.get("validation")
+            if not choice:
+                continue
+            chosen, final = choice["chosen"], choice["final"]
+            curve = ", ".join(f"{p['step']}: {p['accuracy']:.2f}" for p in choice["points"])
+            rows.append([label, curve, f"{chosen['step']} ({final['step']})",
+                         f"{chosen['accuracy']:.3f} / {final['accuracy']:.3f}",
+                         _accuracy(run.get("eval")), _accuracy(run.get("eval_chosen"))])
+    return header, rows
+
+
+def _accuracy(summary: dict[str, Any] | None) -> str:
+    return f"{summary['accuracy']:.3f} ({_problems(summary)})" if summary else "-"
+
+
 def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The results table as header + rows of strings (shared by terminal and Markdown)."""
     levels = _levels(report)
@@ -191,7 +222,8 @@ def results_markdown(report: dict[str, Any]) -> str:
     for title, (header, rows), legend in (
             ("Paired comparisons", comparison_rows(report), COMPARISON_LEGEND),
             ("Retention: what training cost on other tasks", retention_rows(report),
-             RETENTION_LEGEND)):
+             RETENTION_LEGEND),
+            ("Checkpoint choice", checkpoint_rows(report), CHECKPOINT_LEGEND)):
         if rows:
             lines += ["", f"## {title}", "", *_markdown_table(header, rows), "", legend]
     peak = run_peak_mb(report)

@@ -26,9 +26,11 @@ from dasd.memory import peak_memory
 from dasd.records import check_writable, read_jsonl
 from dasd.results import results_markdown
 from dasd.run_config import RunConfig, problems_record, select_problems
-from dasd.stages import GENERATE, REFERENCES, Stage, build_stages, usable_rows
+from dasd.stages import CHOSEN, GENERATE, REFERENCES, VALIDATE, Stage, build_stages, usable_rows
 
 log = logging.getLogger(__name__)
+
+RESULT_KEYS = {VALIDATE: "validation", CHOSEN: "eval_chosen"}  # a model's results, by stage
 
 
 def pool_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -51,6 +53,8 @@ def pool_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     if "retention" in runs[0]:
         result["retention"] = {key: pooled([r["retention"][key] for r in runs])
                                for key in runs[0]["retention"]}
+    if "eval_chosen" in runs[0]:
+        result["eval_chosen"] = pooled([r["eval_chosen"] for r in runs])
     return result
 
 
@@ -142,7 +146,7 @@ def collect_results(config: RunConfig, stages: list[Stage], done: dict[Stage, di
         if stage.retention is not None:
             trained.setdefault("retention", {})[stage.retention.key] = done[stage]
         else:
-            trained[stage.kind] = done[stage]
+            trained[RESULT_KEYS.get(stage.kind, stage.kind)] = done[stage]
     for name, seeds in per_seed.items():
         if None in seeds:
             results[name].update(seeds[None])

@@ -63,6 +63,28 @@ class RetentionTask:
 
 
 @dataclass
+class Validation:
+    """Choosing a checkpoint on training problems that training did not use, never on the
+    test split."""
+
+    problems: int = field(default=0, metadata={
+        "help": "held-out training problems on which every checkpoint of every trained "
+                "model is evaluated (a seeded draw disjoint from its training problems, "
+                "recorded); the run reports test accuracy of the final model and of the "
+                "checkpoint chosen on them; training keeps all its checkpoints (save_steps). "
+                "0: off"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "response length limit (default: the eval section's)"})
+
+    def __post_init__(self) -> None:
+        if self.problems < 0:
+            raise DasdError(f"validation.problems must be >= 0 (0: off); got {self.problems}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise DasdError(f"validation.max_new_tokens must be >= 1; got "
+                            f"{self.max_new_tokens}")
+
+
+@dataclass
 class MethodSpec:
     """One method of the comparison: a registry method (`dasd.methods`) with its own
     settings, given flat in the entry (`{name: dasd-k9, method: dasd, top_k: 9}`).
@@ -219,6 +241,8 @@ class RunConfig:
     retention: list[RetentionTask] = field(default_factory=list, metadata={
         "help": "other tasks origin and every trained model are also evaluated on, to "
                 "measure forgetting, e.g. 'gsm8k,arc' or '[{task: arc, limit: 200}]'"})
+    validation: Validation = field(default_factory=Validation, metadata={
+        "help": "checkpoint choice on held-out training problems, e.g. '{problems: 50}'"})
     compare: list[list[str]] = field(default_factory=list, metadata={
         "help": "pairs of models to compare besides each against origin and sd, e.g. "
                 "'[[dasd, dasd-g0.1]]'", "effect": "none"})
@@ -238,6 +262,7 @@ class RunConfig:
         if len(set(keys)) != len(keys):
             raise DasdError(f"retention: each task (and split) once; got {keys}")
         self._check_seeds()
+        self._check_validation()
         for i, spec in enumerate(self.methods):  # fail now on a bad setting, not mid-run
             earlier = names[:i]
             if spec.data_from is not None and spec.data_from not in earlier:
@@ -260,6 +285,19 @@ class RunConfig:
             raise DasdError(f"seeds: on-policy methods ({', '.join(onpolicy)}) take one seed "
                             "for now (theirs also draws their problems); run them without "
                             "seeds, or set `seed` per run")
+
+    def _check_validation(self) -> None:
+        if not self.validation.problems:
+            return
+        if self.generate_only:
+            raise DasdError("validation chooses among training checkpoints: a generate_only "
+                            "run trains nothing; unset validation or generate_only")
+        for spec in self.methods:
+            problems = self.training_problems(spec)
+            if problems.limit is None:
+                raise DasdError(f"validation: method '{spec.name}' trains on the whole "
+                                f"{problems.task}/{problems.split} split (no limit), so no "
+                                "problem is left to validate on; set generate.limit")
 
     def training_seeds(self) -> list[int | None]:
         """The seeds each trained model is trained with; [None]: the run's `seed`, in the
@@ -304,7 +342,35 @@ class RunConfig:
             self.train, f"method '{spec.name}' train", model=self.model, data=[data],
             seed=self.seed if seed is None else seed, dtype=self.dtype, device=self.device,
             out=str(Path(self.out_dir) / "train" / spec.name / _seed_folder(seed)),
-            method=trainer, settings=spec.settings if trainer != "sft" else {}, **spec.train)
+            method=trainer, settings=spec.settings if trainer != "sft" else {},
+            **self._checkpoints(), **spec.train)
+
+    def _checkpoints(self) -> dict[str, Any]:
+        """With validation, training keeps every checkpoint it saves (TRL: save_total_limit
+        None, whatever the config says; `save_steps` says how often it saves)."""
+        return {"save_total_limit": None} if self.validation.problems else {}
+
+    def training_problems(self, spec: MethodSpec) -> ProblemConfig:
+        """The config that draws the problems `spec` trains on (its own data stage, the one
+        of the method it takes rows from, or its on-policy training)."""
+        source = next((m for m in self.methods if m.name == spec.data_from), spec)
+        return self.onpolicy_config(source) if source.onpolicy else self.data_config(source)
+
+    def validation_config(self, spec: MethodSpec, adapter: str | None,
+                          seed: int | None = None) -> EvalConfig:
+        """The evaluation of `spec`'s final adapter on `validation.problems` problems of its
+        training split that its training draw left out (the run's seed draws them, so every
+        training seed is validated on the same problems); its checkpoints are evaluated
+        beside it (`dasd.stages`)."""
+        problems = self.training_problems(spec)
+        base = self.eval_config(spec.name, adapter, seed)
+        return dataclasses.replace(
+            base, task=problems.task, split=problems.split, data=problems.data,
+            limit=problems.limit, sample=problems.sample, levels=problems.levels,
+            held_out=self.validation.problems,
+            max_new_tokens=self.validation.max_new_tokens or base.max_new_tokens,
+            out=str(Path(self.out_dir) / "validation" / _seed_folder(seed) / spec.name
+                    / "final.jsonl"))
 
     def onpolicy_config(self, spec: MethodSpec) -> OnPolicyConfig:
         problems = {key: getattr(self.generate, key) for key in PROBLEM_KEYS}
@@ -314,7 +380,7 @@ class RunConfig:
             self.onpolicy, f"method '{spec.name}' train", model=self.model, task=self.task,
             seed=self.seed, dtype=self.dtype, device=self.device, method=spec.method,
             settings=spec.settings, out=str(Path(self.out_dir) / "train" / spec.name),
-            **{**problems, **spec.train})
+            **{**problems, **self._checkpoints(), **spec.train})
 
     def eval_config(self, name: str, adapter: str | None, seed: int | None = None
                     ) -> EvalConfig:
@@ -356,8 +422,9 @@ def _seed_folder(seed: int | None) -> str:
 
 TEST = "test"
 RETENTION = "retention:"  # selections of the retention tasks: "retention:<task key>"
+VALIDATION = "validation:"  # held-out training problems of a method: "validation:<name>"
 # The settings that decide which problems a stage reads.
-SELECTION_KEYS = ("task", "split", "data", "limit", "sample", "levels", "seed")
+SELECTION_KEYS = ("task", "split", "data", "limit", "sample", "levels", "seed", "held_out")
 
 
 def select_problems(config: RunConfig) -> dict[str, Any]:
@@ -367,8 +434,12 @@ def select_problems(config: RunConfig) -> dict[str, Any]:
 
     seen: dict[str, Any] = {}
     selections = {}
-    for name, stage_config in config.problem_configs().items():
-        key = json.dumps([getattr(stage_config, k) for k in SELECTION_KEYS], default=str)
+    configs = config.problem_configs()
+    if config.validation.problems:
+        configs.update({VALIDATION + spec.name: config.validation_config(spec, None)
+                        for spec in config.methods})
+    for name, stage_config in configs.items():
+        key = json.dumps([getattr(stage_config, k, None) for k in SELECTION_KEYS], default=str)
         if key not in seen:
             seen[key] = select_split(stage_config, evaluation=name == TEST)
         selections[name] = seen[key]
@@ -381,18 +452,22 @@ def select_problems(config: RunConfig) -> dict[str, Any]:
 
 def problems_record(selections: dict[str, Any], ids: bool = False) -> dict[str, Any]:
     """What each stage reads, for config.yaml (`ids`: every problem's id) and results.json:
-    the test problems, and the training problems with the methods that share them."""
-    train: dict[str, dict[str, Any]] = {}
+    the test problems, the training problems (and the held-out validation problems) with
+    the methods that share them."""
+    shared: dict[str, dict[str, dict[str, Any]]] = {"train": {}, "validation": {}}
     for name, selection in selections.items():
         if name == TEST or name.startswith(RETENTION):
             continue
+        kind = "validation" if name.startswith(VALIDATION) else "train"
         record = selection.record(ids)
-        entry = train.setdefault(record["ids_sha256"], {"methods": [], **record})
-        entry["methods"].append(name)
+        entry = shared[kind].setdefault(record["ids_sha256"], {"methods": [], **record})
+        entry["methods"].append(name.removeprefix(VALIDATION))
     test = selections[TEST].record(ids) if TEST in selections else None
     retention = {name.removeprefix(RETENTION): selection.record(ids)
                  for name, selection in selections.items() if name.startswith(RETENTION)}
-    return {"test": test, "train": list(train.values()),
+    return {"test": test, "train": list(shared["train"].values()),
+            **({"validation": list(shared["validation"].values())}
+               if shared["validation"] else {}),
             **({"retention": retention} if retention else {})}
 
 

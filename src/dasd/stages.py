@@ -2,7 +2,9 @@
 `dasd run --plan` reports it (`dasd.plan`), so the two cannot drift apart.
 
 A stage is one step of one model: a method's data (`generate`, or the `references`), its
-training, its evaluation on the test split, and its evaluation on each retention task.
+training, its evaluation on the test split and on each retention task, and, with
+`validation`, the evaluation of every checkpoint on held-out training problems
+(`validate`) and of the checkpoint chosen there on the test split (`eval chosen`).
 Each stage has its config, the input files it reads, the stage before it whose output it
 reads, the marker it leaves, and the function that runs it. A marker holds a fingerprint
 of the stage's settings and inputs: a stage whose marker matches is reused, one where only
@@ -12,6 +14,7 @@ the set of rows or the summary changed resumes, any other runs again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -26,7 +29,7 @@ from dasd.config import ROWS, STAGE, fingerprint
 from dasd.decoding.generate import generate
 from dasd.evaluation.evaluate import evaluate
 from dasd.memory import peak_memory, release_free_memory
-from dasd.run_config import RETENTION, TEST, MethodSpec, RetentionTask, RunConfig
+from dasd.run_config import RETENTION, TEST, VALIDATION, MethodSpec, RetentionTask, RunConfig
 from dasd.training import TrainConfig, train
 from dasd.training.onpolicy.trainer import train_onpolicy
 from dasd.training.references import write_reference_rows
@@ -36,6 +39,8 @@ from dasd.training.trl_args import CHECKPOINT
 log = logging.getLogger(__name__)
 
 GENERATE, REFERENCES, TRAIN, EVAL = "generate", "references", "train", "eval"
+VALIDATE, CHOSEN = "validate", "eval chosen"
+CHOICE_FILE = "choice.json"  # beside the validation rows: every checkpoint's score, the pick
 REUSE, RESUME, RUN = "reuse", "resume", "run"
 
 # work(stage config, the run's loaded model, its tokenizer) -> the stage's summary
@@ -68,7 +73,8 @@ class Stage:
 
     @property
     def marker(self) -> Path:
-        marker_kind = {REFERENCES: GENERATE, "retention": EVAL}.get(self.kind, self.kind)
+        marker_kind = {REFERENCES: GENERATE, "retention": EVAL, CHOSEN: EVAL}.get(self.kind,
+                                                                                self.kind)
         return stage_marker(self.config.out, marker_kind)
 
     def status(self) -> str:
@@ -98,7 +104,8 @@ def _method_stages(config: RunConfig, spec: MethodSpec, earlier: list[Stage]) ->
         train_config = config.onpolicy_config(spec)
         trained = Stage(spec.name, TRAIN, train_config, _fresh_or_resumed(train_onpolicy),
                         spec.name)  # it loads its own copy of the model
-        return [trained, *_evaluations(config, spec.name, train_config.out, trained, None)]
+        return [trained, *_evaluations(config, spec.name, train_config.out, trained, None),
+                *_choice(config, spec, train_config.out, trained, None)]
     data = _data_stage(config, spec, earlier)
     stages = [data] if data.model == spec.name else []
     if config.generate_only:
@@ -108,7 +115,8 @@ def _method_stages(config: RunConfig, spec: MethodSpec, earlier: list[Stage]) ->
         train_config = config.train_config(spec, path, seed)
         trained = Stage(spec.name, TRAIN, train_config, _fresh_or_resumed(train), None,
                         [path], data, seed)
-        stages += [trained, *_evaluations(config, spec.name, train_config.out, trained, seed)]
+        stages += [trained, *_evaluations(config, spec.name, train_config.out, trained, seed),
+                   *_choice(config, spec, train_config.out, trained, seed)]
     return stages
 
 
@@ -137,6 +145,63 @@ def _evaluations(config: RunConfig, name: str, adapter: str | None, upstream: St
                                                                        seed),
                             work, RETENTION + entry.key, inputs, upstream, seed, entry))
     return stages
+
+
+def _choice(config: RunConfig, spec: MethodSpec, adapter: str, trained: Stage,
+            seed: int | None) -> list[Stage]:
+    """With `validation`: every checkpoint of the trained model on the held-out training
+    problems, then the chosen checkpoint on the test split."""
+    if not config.validation.problems:
+        return []
+    validation = config.validation_config(spec, adapter, seed)
+    choice = str(Path(validation.out).parent / CHOICE_FILE)
+    validate = Stage(spec.name, VALIDATE, validation, _validate, VALIDATION + spec.name,
+                     [adapter], trained, seed)
+    final = config.eval_config(spec.name, adapter, seed).out
+    chosen = Stage(spec.name, CHOSEN, config.eval_config(f"{spec.name}@chosen", adapter, seed),
+                   functools.partial(_evaluate_chosen, choice, final), TEST, [adapter, choice],
+                   validate, seed)
+    return [validate, chosen]
+
+
+def checkpoints(adapter: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the `checkpoint-<step>` folders of a trained adapter, by step."""
+    found = [(int(match.group(1)), path) for path in Path(adapter).iterdir()
+             if path.is_dir() and (match := CHECKPOINT.match(path.name))]
+    return sorted(found)
+
+
+def _validate(config: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
+    """Every checkpoint of the adapter `config.adapter`, and the adapter itself (the final
+    model), evaluated on the held-out problems; the best is chosen, a tie going to the
+    later step (so the final model unless a checkpoint beats it)."""
+    adapter = Path(config.adapter)
+    final_step = json.loads((adapter / "train_summary.json").read_text())["steps"]
+    folder = Path(config.out).parent
+    points = []
+    for step, path in [*[c for c in checkpoints(adapter) if c[0] < final_step],
+                       (final_step, adapter)]:
+        out = config.out if path == adapter else str(folder / f"{path.name}.jsonl")
+        summary = evaluate(dataclasses.replace(config, adapter=str(path), out=out))
+        points.append({"step": step, "adapter": str(path), "final": path == adapter,
+                       **{k: summary[k] for k in ("n", "correct", "accuracy")}})
+    chosen = max(points, key=lambda p: (p["accuracy"], p["step"]))
+    choice = {"points": points, "chosen": chosen, "final": points[-1],
+              "problems": summary["problems"]}
+    (folder / CHOICE_FILE).write_text(json.dumps(choice, indent=2))
+    return choice
+
+
+def _evaluate_chosen(choice_file: str, final_out: str, config: Any, model: Any,
+                     tokenizer: Any) -> dict[str, Any]:
+    """The test evaluation of the checkpoint chosen on validation; the final model's own
+    (already run) when the final model was chosen."""
+    chosen = json.loads(Path(choice_file).read_text())["chosen"]
+    if chosen["final"]:
+        summary = json.loads(Path(final_out).with_suffix(".summary.json").read_text())
+        return {**summary, "step": chosen["step"], "same_as_final": True}
+    summary = evaluate(dataclasses.replace(config, adapter=chosen["adapter"]))
+    return {**summary, "step": chosen["step"], "same_as_final": False}
 
 
 def _generate(config: Any, model: Any, tokenizer: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""5d. On-policy reward and direction per step: the table from train logs, its figure, and
+"""5f. On-policy reward and direction per step: the table from train logs, its figure, and
 its place in `dasd analyze`."""
 
 import csv
@@ -58,4 +58,4 @@ def test_analyze_writes_the_section(tmp_path):
     with open(tmp_path / "a" / "onpolicy.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["method"] for r in rows] == ["opsd", "opsd", "da-opsd", "da-opsd"]
-    assert "5d. On-policy reward and direction" in (tmp_path / "a" / "report.html").read_text()
+    assert "5f. On-policy reward and direction" in (tmp_path / "a" / "report.html").read_text()

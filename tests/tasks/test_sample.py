@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from dasd.config import ProblemConfig, build_config
+from dasd.errors import DasdError
 from dasd.tasks import Example, load_split, select_split
 from dasd.tasks.sample import draw, stratum
 from tests.conftest import write_jsonl
@@ -99,3 +100,31 @@ def test_a_limit_beyond_the_split_and_a_test_subset_are_warned(tmp_path, caplog)
 
 
 # --- results: subset marks and the rows training used --------------------------------------
+
+
+@pytest.mark.parametrize("task", ["gsm8k", "arith"])
+def test_held_out_problems_are_a_seeded_draw_disjoint_from_the_limit(tmp_path, task):
+    path = write_jsonl(tmp_path / "g.jsonl", [
+        {"question": f"q{i}", "answer": f"s\n#### {i}"} for i in range(40)])
+    data = str(path) if task == "gsm8k" else None
+    drawn = select_split(ProblemConfig(task=task, data=data, limit=20, seed=3))
+    held = select_split(ProblemConfig(task=task, data=data, limit=20, seed=3, held_out=8))
+    again = select_split(ProblemConfig(task=task, data=data, limit=20, seed=3, held_out=8))
+    ids = [e.id for e in held.examples]
+    assert len(ids) == 8 and not set(ids) & {e.id for e in drawn.examples}
+    assert ids == [e.id for e in again.examples] and held.record()["asked"] == 8
+
+
+@pytest.mark.parametrize("values", [{"held_out": 0, "limit": 5}, {"held_out": 3}])
+def test_held_out_needs_a_positive_count_and_a_limit(values):
+    with pytest.raises(DasdError, match="held_out must be >= 1 and needs a limit"):
+        ProblemConfig(task="arith", **values)
+
+
+def test_held_out_flag_is_a_one_line_error(tmp_path, capsys):
+    from tests.test_bad_input import one_line_error, run_cli
+
+    code, err = run_cli(["eval", "--task", "arith", "--held-out", "5", "--out",
+                         str(tmp_path / "e.jsonl")], capsys)
+    assert code == 2 and one_line_error(err) and "needs a limit" in err
+    assert not list(tmp_path.iterdir())

@@ -159,6 +159,15 @@ def load_training_logs(root: Path) -> dict[str, list[dict[str, Any]]]:
              else path.parent.name): read_jsonl(path) for path in paths}
 
 
+def load_checkpoint_choices(root: Path) -> dict[str, dict[str, Any]]:
+    """The checkpoint choice of every trained model of a run with `validation:`, by name
+    (`validation/[seed-<s>/]<name>/choice.json`; with seeds, "<name> seed-<s>")."""
+    paths = sorted([*root.glob("validation/*/choice.json"),
+                    *root.glob("validation/seed-*/*/choice.json")]) if root.is_dir() else []
+    return {(f"{path.parent.name} {path.parent.parent.name}" if _seed_of(path)
+             else path.parent.name): json.loads(path.read_text()) for path in paths}
+
+
 def load_eval_summaries(root: Path, exclude: Path | None = None) -> dict[str, dict[str, Any]]:
     """Per-level accuracy of every evaluated model under a run folder, by name
     (`eval/<name>.summary.json` as written by `dasd eval` / `dasd run`)."""
@@ -170,6 +179,8 @@ def load_eval_summaries(root: Path, exclude: Path | None = None) -> dict[str, di
             continue
         if _seed_of(path):  # one training seed's: the run's pooled summary stands for it
             continue
+        if {"retention", "validation"} & set(path.relative_to(root).parts[:-1]):
+            continue  # other problems than the test split's (retention tasks, checkpoints)
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):

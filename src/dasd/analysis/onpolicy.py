@@ -1,4 +1,4 @@
-"""5d. On-policy training per step: the task reward and the direction routing.
+"""5f. On-policy training per step: the task reward and the direction routing.
 
 Read from each on-policy model's `train/<name>/train_log.jsonl` (the trainer logs one row
 per step): the mean reward of the step's rollouts under the task's checker, the plain
@@ -52,7 +52,7 @@ def onpolicy_table(logs: Mapping[str, Sequence[dict[str, Any]]]) -> Table:
 def onpolicy_section(logs: Mapping[str, Sequence[dict[str, Any]]]) -> Section:
     table = onpolicy_table(logs)
     return Section(
-        "onpolicy", "5d. On-policy reward and direction",
+        "onpolicy", "5f. On-policy reward and direction",
         "Per optimizer step of every on-policy model, from train/<name>/train_log.jsonl: "
         "the mean reward of the step's rollouts (1 when the task's checker accepts the "
         "answer), the plain clipped divergence to the teacher, the share of rollout tokens "

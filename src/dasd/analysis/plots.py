@@ -380,6 +380,29 @@ def plot_training_loss(table: Table) -> Figure:
     return fig
 
 
+def plot_checkpoints(table: Table) -> Figure:
+    """Validation accuracy against the training step, one line per trained model; the
+    chosen checkpoint ringed."""
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for method in _methods(table):
+        points = [r for r in table if r["method"] == method]
+        style = method_style(method.split()[0])
+        (line,) = ax.plot([r["step"] for r in points], [r["accuracy"] for r in points],
+                          color=style.color, linestyle=style.linestyle, marker=style.marker,
+                          label=method)
+        line.set_gid(method)
+        chosen = [r for r in points if r["chosen"]]
+        ax.scatter([r["step"] for r in chosen], [r["accuracy"] for r in chosen], s=160,
+                   facecolors="none", edgecolors=style.color, linewidths=1.5)
+    ax.set_xlabel("optimizer step (the last point: the final model)")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Checkpoint choice on held-out training problems (ringed: chosen)")
+    return fig
+
+
 def plot_frontier(table: Table, threshold: float) -> Figure:
     """Kept rate against the high-PPL ratio of the kept rows (left) and of all rows (right),
     one point per method; Pareto-optimal methods filled and joined, sd and the paper's

@@ -23,6 +23,7 @@ from dasd.analysis.compare import ORIGIN, compare_models, default_pairs, problem
 from dasd.analysis.data import (
     GeneratedFile,
     find_generated,
+    load_checkpoint_choices,
     load_comparison_request,
     load_eval_rows,
     load_eval_summaries,
@@ -262,9 +263,20 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
         {"retention": retention},
         note=None if retention else "no retention evaluations (retention/<task>/*.jsonl): "
         "give `dasd run` a `retention:` list of tasks"))
+    choices = tables.checkpoint_table(load_checkpoint_choices(root))
+    sections.append(Section(
+        "checkpoints", "5c. Checkpoint choice",
+        "Every checkpoint of every trained model, and the final model, on training problems "
+        "its training did not use (`validation:` of `dasd run`; never the test split): "
+        "validation accuracy against the step, the chosen checkpoint (the best, a tie going "
+        "to the later step) marked. The run's results give test accuracy of the final and "
+        "of the chosen model.",
+        {"checkpoints": choices},
+        note=None if choices else "no checkpoint choice (validation/*/choice.json): give "
+        "`dasd run` a `validation: {problems: N}`"))
     by_training = tables.training_level_table(summaries, load_training_levels(root))
     sections.append(Section(
-        "training_level", "5b. Accuracy vs training difficulty",
+        "training_level", "5d. Accuracy vs training difficulty",
         "Held-out accuracy (all test levels) of models trained on data of one difficulty "
         "level, per decoding method (the paper's Figures 1 and 6): give each method in "
         "`dasd run` a `levels: [k]` to train per level.",
@@ -274,7 +286,7 @@ def build_sections(files: list[GeneratedFile], config: AnalyzeConfig, root: Path
     logs = load_training_logs(root)
     loss = tables.training_loss_table({k: logs[k] for k in sorted(logs, key=plots.method_sort_key)})
     sections.append(Section(
-        "training_loss", "5c. Training loss",
+        "training_loss", "5e. Training loss",
         "Loss per optimizer step of every trained model, from train/<name>/train_log.jsonl: "
         "SFT's mean token NLL on its training rows; the on-policy methods' loss on their own "
         "rollouts (OPSD's clipped divergence, PW-OPSD's position-weighted one, DA-OPSD's "
@@ -340,6 +352,8 @@ def draw(section: Section, config: AnalyzeConfig, segmentation: str):
         return plots.plot_accuracy(main)
     if section.key in ("comparisons", "retention"):
         return plots.plot_comparisons(main)
+    if section.key == "checkpoints":
+        return plots.plot_checkpoints(main)
     if section.key == "training_level":
         return plots.plot_training_levels(main)
     if section.key == "training_loss":

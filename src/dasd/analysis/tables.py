@@ -280,7 +280,16 @@ def training_level_table(summaries: Mapping[str, dict[str, Any]],
     return sorted(table, key=lambda r: (r["method"], level_sort_key(r["train_level"])))
 
 
-# 5c. training loss per step --------------------------------------------------------------
+# 5e. training loss per step --------------------------------------------------------------
+
+def checkpoint_table(choices: Mapping[str, dict[str, Any]]) -> Table:
+    """One row per (model, checkpoint): its validation accuracy, and whether it is the
+    final model and the one chosen (`dasd run` with `validation:`)."""
+    return [{"method": name, "step": point["step"], "accuracy": point["accuracy"],
+             "n": point["n"], "final": point["final"],
+             "chosen": point["step"] == choice["chosen"]["step"]}
+            for name, choice in choices.items() for point in choice["points"]]
+
 
 def training_loss_table(logs: Mapping[str, Sequence[dict[str, Any]]]) -> Table:
     """One row per (model, logged step) with its loss, from each model's train_log.jsonl.

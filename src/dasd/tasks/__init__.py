@@ -82,25 +82,35 @@ def select_split(config, evaluation: bool = False) -> ProblemSelection:
     template = load_prompt_template(config.prompts) if config.prompts else task.prompts
     levels = set(config.levels) if getattr(config, "levels", None) else None
     how = getattr(config, "sample", "stratified")
+    held_out = getattr(config, "held_out", None)
     if task.generates(config.data):
         how = "generated"
-        pool = task.load(config.split, seed=config.seed, limit=None if levels else config.limit)
+        made = None if levels else config.limit + (held_out or 0)
+        pool = task.load(config.split, seed=config.seed, limit=made)
         split_size = None
     else:
         pool = task.load(config.split, path=config.data, seed=config.seed)
         split_size = len(pool)
     if levels:
         pool = [e for e in pool if e.level in levels]
-    examples = (pool[:config.limit] if how == "generated"
-                else draw(pool, config.limit, config.seed, how))
+    examples = _draw(pool, config.limit, config.seed, how)
+    if held_out:  # the problems the draw left out, drawn again
+        taken = {e.id for e in examples}
+        pool = [e for e in pool if e.id not in taken]
+        examples = _draw(pool, held_out, config.seed, how)
     if not examples:
         at = f" at levels {sorted(levels)}" if levels else ""
         raise DasdError(f"task '{config.task}' split '{config.split}' has no examples{at}")
     source = config.data or ("generated" if how == "generated" else "hub")
-    selection = ProblemSelection(task, template, examples, pool, split_size, config.limit, how,
-                                 source)
+    selection = ProblemSelection(task, template, examples, pool, split_size,
+                                 held_out or config.limit, how, source)
     _warn(selection, config, evaluation)
     return selection
+
+
+def _draw(pool: list[Example], n: int | None, seed: int, how: str) -> list[Example]:
+    """A generated pool is already a seeded random draw: its first `n`."""
+    return pool[:n] if how == "generated" else draw(pool, n, seed, how)
 
 
 _WARNED: set[str] = set()  # a run selects the same problems for every stage: warn once
