@@ -571,3 +571,32 @@ def test_on_policy_training_is_validated_by_the_same_stages(tmp_path, model_dir)
     choice = report["methods"]["opsd"]["validation"]
     assert [p["step"] for p in choice["points"]] == [1, 2]
     assert report["methods"]["opsd"]["eval_chosen"]["step"] == choice["chosen"]["step"]
+
+
+def test_seeds_resample_a_sampling_method_and_share_the_greedy_rows(tmp_path, model_dir):
+    """Greedy rows depend on no seed: drawn once. A sampling rule's rows are drawn once
+    per training seed (its own folder and marker), each seed training on its own draw;
+    the problems stay the run seed's."""
+    from dasd.records import read_jsonl
+
+    methods = [{"name": "sd"}, {"name": "ds", "method": "dasd-sample", "temperature": 5.0,
+                                "tau": 0.01}]  # every top-K candidate, near uniform
+    config = tiny_config(tmp_path, model_dir, seeds=[0, 1], methods=methods,
+                         generate={"max_new_tokens": 12})
+    stages = [(s["method"], s["stage"]) for s in make_plan("run", config)["stages"]]
+    assert stages.count(("sd", "generate")) == 1
+    assert ("ds seed 0", "generate") in stages and ("ds seed 1", "generate") in stages
+    report = run(config)
+    root = tmp_path / "run"
+    draws = [read_jsonl(root / "generate" / f"seed-{s}" / "ds.jsonl") for s in (0, 1)]
+    assert [r["id"] for r in draws[0]] == [r["id"] for r in draws[1]]  # the same problems
+    assert [r["settings"]["seed"] for r in draws[0] + draws[1]] == [0] * 4 + [1] * 4
+    assert [r["completion_ids"] for r in draws[0]] != [r["completion_ids"] for r in draws[1]]
+    for seed in (0, 1):
+        trained = yaml.safe_load((root / "train" / "ds" / f"seed-{seed}" / "config.yaml")
+                                 .read_text())
+        assert trained["data"] == [str(root / "generate" / f"seed-{seed}" / "ds.jsonl")]
+    pooled = report["methods"]["ds"]["generate"]
+    assert pooled["samples"] == 8 and pooled["sample_seeds"] == [0, 1]
+    assert report["methods"]["ds"]["seeds"]["1"]["generate"]["samples"] == 4
+    assert not (root / "generate" / "seed-0" / "sd.jsonl").exists()

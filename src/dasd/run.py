@@ -27,10 +27,12 @@ from dasd.records import check_writable, read_jsonl
 from dasd.results import results_markdown
 from dasd.run_config import RunConfig, problems_record, select_problems
 from dasd.stages import CHOSEN, GENERATE, REFERENCES, VALIDATE, Stage, build_stages, usable_rows
+from dasd.stats import summarize
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = {VALIDATE: "validation", CHOSEN: "eval_chosen"}  # a model's results, by stage
+# The key of a stage's summary among a model's results, where it is not the stage's kind.
+RESULT_KEYS = {VALIDATE: "validation", CHOSEN: "eval_chosen", REFERENCES: "generate"}
 
 
 def pool_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -139,7 +141,7 @@ def collect_results(config: RunConfig, stages: list[Stage], done: dict[Stage, di
         results[spec.name] = {"data_from": spec.data_from} if spec.data_from else {}
     per_seed: dict[str, dict[int | None, dict[str, Any]]] = {}
     for stage in (s for s in stages if s in done):
-        if stage.kind in (GENERATE, REFERENCES):
+        if stage.kind in (GENERATE, REFERENCES) and stage.seed is None:
             results[stage.model]["generate"] = done[stage]
             continue
         trained = per_seed.setdefault(stage.model, {}).setdefault(stage.seed, {})
@@ -151,11 +153,27 @@ def collect_results(config: RunConfig, stages: list[Stage], done: dict[Stage, di
         if None in seeds:
             results[name].update(seeds[None])
             continue
-        pooled = pool_seeds(seeds)
-        summary = Path(config.eval_config(name, None).out).with_suffix(".summary.json")
-        summary.write_text(json.dumps(pooled["eval"], indent=2, default=str))  # for analysis
+        if "generate" in next(iter(seeds.values())):  # sampled rows: one draw per seed
+            results[name]["generate"] = pool_generations(config, name, list(seeds))
+        trained = {seed: run for seed, run in seeds.items() if "eval" in run}
+        pooled = pool_seeds(trained) if trained else {}
+        if pooled:
+            summary = Path(config.eval_config(name, None).out).with_suffix(".summary.json")
+            summary.write_text(json.dumps(pooled["eval"], indent=2, default=str))  # analysis
         results[name].update({**pooled, "seeds": {str(k): v for k, v in seeds.items()}})
     return results
+
+
+def pool_generations(config: RunConfig, name: str, seeds: list[int]) -> dict[str, Any]:
+    """A sampled method's rows of every training seed, summarised together (kept-at-n:
+    problems with a correct sample in any seed's draw), with the seeds' costs."""
+    spec = next(s for s in config.methods if s.name == name)
+    summaries = [json.loads(Path(config.data_path(spec, seed)).with_suffix(".summary.json")
+                            .read_text()) for seed in seeds]
+    rows = [row for seed in seeds for row in read_jsonl(config.data_path(spec, seed))]
+    threshold = config.data_config(spec).high_ppl_threshold
+    return {**summaries[0], **summarize(rows, threshold), **_stage_costs(summaries),
+            "sample_seeds": seeds}
 
 
 def compare_run(config: RunConfig, results: dict[str, Any]) -> dict[str, Any]:

@@ -161,6 +161,12 @@ class MethodSpec:
     def decodes(self) -> bool:
         return self.data_from is None and self.entry.source == DECODE
 
+    @property
+    def samples(self) -> bool:
+        """Whether its rule samples: its rows depend on a seed (dasd-sample, hint)."""
+        return self.decodes and "seed" in {f.name for f in dataclasses.fields(
+            self.entry.settings)}
+
 
 def _section(base: type, keys_of: dict[str, type], where: str) -> type:
     """A run section of stage config `base` that refuses the methods' own settings (they
@@ -314,12 +320,17 @@ class RunConfig:
                     raise DasdError(f"compare: '{name}' is not a model of this run; use "
                                     f"{', '.join(names)}{did_you_mean(name, names)}")
 
-    def data_config(self, spec: MethodSpec) -> GenerateConfig | ProblemConfig:
+    def data_config(self, spec: MethodSpec, seed: int | None = None
+                    ) -> GenerateConfig | ProblemConfig:
         """The data stage of a method that writes its own rows: its rule's generation, or
-        the problems whose references it trains on."""
+        the problems whose references it trains on. A sampling rule in a run with `seeds`
+        samples once per training seed (`seed`; the run's `seed` still draws the
+        problems)."""
         changes = {"model": self.model, "task": self.task, "seed": self.seed,
                    "dtype": self.dtype, "device": self.device,
-                   "out": str(Path(self.out_dir) / "generate" / f"{spec.name}.jsonl"),
+                   "out": str(Path(self.out_dir) / "generate" / _seed_folder(seed)
+                              / f"{spec.name}.jsonl"),
+                   **({"sample_seed": seed} if seed is not None and spec.decodes else {}),
                    **({"levels": spec.levels} if spec.levels is not None else {}),
                    **spec.generate}
         where = f"method '{spec.name}' generate"
@@ -330,10 +341,18 @@ class RunConfig:
                                     for f in dataclasses.fields(ProblemConfig)})
         return _replace(problems, where, **changes)
 
-    def data_path(self, spec: MethodSpec) -> str:
-        """The rows `spec` trains on: its own, or those of the method it takes them from."""
+    def data_seed(self, spec: MethodSpec, seed: int | None) -> int | None:
+        """The seed of the rows `spec` trains on for training seed `seed`: the seed itself
+        when they are sampled (by its rule or the one it takes rows from), else None."""
         source = next((m for m in self.methods if m.name == spec.data_from), spec)
-        return str(Path(self.out_dir) / "generate" / f"{source.name}.jsonl")
+        return seed if source.samples and self.seeds is not None else None
+
+    def data_path(self, spec: MethodSpec, seed: int | None = None) -> str:
+        """The rows `spec` trains on: its own, or those of the method it takes them from
+        (for training seed `seed`: its own draw when they are sampled)."""
+        source = next((m for m in self.methods if m.name == spec.data_from), spec)
+        return str(Path(self.out_dir) / "generate" / _seed_folder(self.data_seed(spec, seed))
+                   / f"{source.name}.jsonl")
 
     def train_config(self, spec: MethodSpec, data: str, seed: int | None = None
                      ) -> TrainConfig:
@@ -385,10 +404,14 @@ class RunConfig:
     def eval_config(self, name: str, adapter: str | None, seed: int | None = None
                     ) -> EvalConfig:
         """The evaluation of model `name` (of training seed `seed`, when the run has
-        `seeds`); its `seed` is the run's, which draws the test problems."""
+        `seeds`); its `seed` is the run's, which draws the test problems. A sampled
+        evaluation of a training seed's model draws its own samples (`sample_seed` offset
+        by the seed)."""
+        sampling = ({"sample_seed": self.eval.sample_seed + seed}
+                    if seed is not None and self.eval.sampling else {})
         return dataclasses.replace(
             self.eval, model=self.model, task=self.task, seed=self.seed, dtype=self.dtype,
-            device=self.device, adapter=adapter,
+            device=self.device, adapter=adapter, **sampling,
             out=str(Path(self.out_dir) / "eval" / _seed_folder(seed) / f"{name}.jsonl"))
 
     def retention_config(self, name: str, adapter: str | None, entry: RetentionTask,

@@ -106,12 +106,17 @@ def _method_stages(config: RunConfig, spec: MethodSpec, earlier: list[Stage]) ->
                         spec.name)  # it loads its own copy of the model
         return [trained, *_evaluations(config, spec.name, train_config.out, trained, None),
                 *_choice(config, spec, train_config.out, trained, None)]
-    data = _data_stage(config, spec, earlier)
-    stages = [data] if data.model == spec.name else []
-    if config.generate_only:
-        return stages
-    path = config.data_path(spec)
+    stages: list[Stage] = []
     for seed in config.training_seeds():  # each seed trains and evaluates its own model
+        data_seed = config.data_seed(spec, seed)  # sampled rows: a draw per seed
+        data = next((s for s in stages if s.kind in (GENERATE, REFERENCES)
+                     and s.seed == data_seed), None) or _data_stage(config, spec, earlier,
+                                                                   data_seed)
+        if data.model == spec.name and data not in stages:
+            stages.append(data)
+        if config.generate_only:
+            continue
+        path = config.data_path(spec, seed)
         train_config = config.train_config(spec, path, seed)
         trained = Stage(spec.name, TRAIN, train_config, _fresh_or_resumed(train), None,
                         [path], data, seed)
@@ -120,16 +125,18 @@ def _method_stages(config: RunConfig, spec: MethodSpec, earlier: list[Stage]) ->
     return stages
 
 
-def _data_stage(config: RunConfig, spec: MethodSpec, earlier: list[Stage]) -> Stage:
-    """The stage that writes the rows `spec` trains on: its own, or (`data_from`) the one
-    of the method whose rows it takes."""
+def _data_stage(config: RunConfig, spec: MethodSpec, earlier: list[Stage],
+                seed: int | None) -> Stage:
+    """The stage that writes the rows `spec` trains on (the draw of training seed `seed`
+    when they are sampled): its own, or (`data_from`) the one of the method whose rows it
+    takes."""
     if spec.data_from is not None:
         return next(s for s in earlier if s.model == spec.data_from
-                    and s.kind in (GENERATE, REFERENCES))
-    data_config = config.data_config(spec)
+                    and s.kind in (GENERATE, REFERENCES) and s.seed == seed)
+    data_config = config.data_config(spec, seed)
     if spec.decodes:
-        return Stage(spec.name, GENERATE, data_config, _generate, spec.name)
-    return Stage(spec.name, REFERENCES, data_config, _references, spec.name)
+        return Stage(spec.name, GENERATE, data_config, _generate, spec.name, seed=seed)
+    return Stage(spec.name, REFERENCES, data_config, _references, spec.name, seed=seed)
 
 
 def _evaluations(config: RunConfig, name: str, adapter: str | None, upstream: Stage | None,

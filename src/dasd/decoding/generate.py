@@ -58,6 +58,9 @@ class GenerateConfig(DecodeStageConfig):
         "help": "generations per problem (for a sampling method, e.g. dasd-sample); sample "
                 "1 keeps the problem's id, sample k >= 2 is written as '<id>#s<k>'",
         "effect": STAGE, "omit_default": True})
+    sample_seed: int | None = field(default=None, metadata={
+        "help": "seed of a sampling method's draws (dasd-sample, hint); default: `seed`, "
+                "which also draws the problems", "omit_default": True})
     high_ppl_threshold: float = field(default=2.5, metadata={
         "help": "a token is high-PPL when exp(-log p_base) exceeds this (paper: 2.5)",
         "effect": STAGE})
@@ -92,7 +95,8 @@ class GenerateConfig(DecodeStageConfig):
 
     def rule(self):
         """A fresh rule object of the method with these settings (rules may hold state)."""
-        return build_rule(self.method, seed=self.seed, **self.settings)
+        seed = self.seed if self.sample_seed is None else self.sample_seed
+        return build_rule(self.method, seed=seed, **self.settings)
 
     def decoder(self) -> Callable[..., list[TokenTrace]]:
         """The engine's decode function (`decode_pairs` signature)."""
