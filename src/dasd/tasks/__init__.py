@@ -85,7 +85,7 @@ def select_split(config, evaluation: bool = False) -> ProblemSelection:
     held_out = getattr(config, "held_out", None)
     if task.generates(config.data):
         how = "generated"
-        made = None if levels else config.limit + (held_out or 0)
+        made = None if levels or config.limit is None else config.limit + (held_out or 0)
         pool = task.load(config.split, seed=config.seed, limit=made)
         split_size = None
     else:
