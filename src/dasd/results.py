@@ -87,7 +87,7 @@ def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     sampled = any("pass@k" in r.get("eval", {}) for r in report["methods"].values())
     checkers = sorted({name for r in report["methods"].values()
                        for name in r.get("eval", {}).get("other_checks", {})})
-    header = (["method", "accuracy (n)"] + ["pass@k"] * sampled
+    header = (["method", "accuracy (n)"] + ["pass@k", "maj@n"] * sampled
               + [name.replace("_", "-") for name in checkers] + [f"L{lvl}" for lvl in levels]
               + ["correct/total", "trained on", "high-PPL %", "rows = sd / tokens off sd %",
                  "gen s", "train s", "eval s", "train tok/s", "peak MB gen/train/eval"])
@@ -101,7 +101,7 @@ def results_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         seeds = f", {len(ev['accuracy_per_seed'])} seeds" if spread else ""
         acc = [f"{ev['accuracy']:.3f}{spread}{ci} ({_problems(ev)}{seeds})"] if ev else ["-"]
         if sampled:
-            acc.append(f"{ev['pass@k']:.3f}" if ev and "pass@k" in ev else "-")
+            acc += [f"{ev[key]:.3f}" if ev and key in ev else "-" for key in ("pass@k", "maj@k")]
         others = (ev or {}).get("other_checks", {})
         acc += [f"{others[name]['accuracy']:.3f}" if name in others else "-" for name in checkers]
         per_level = [f"{ev['per_level'][lvl]['accuracy']:.2f}"

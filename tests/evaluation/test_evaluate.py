@@ -298,9 +298,28 @@ def test_sampled_eval_reports_avg_and_pass_at_k_per_level(tmp_path):
     assert summary["avg@k"] == pytest.approx(0.5)
     assert summary["pass@k"] == pytest.approx((0 + 0.5 + 5 / 6 + 1 + 1) / 5)
     assert summary["samples"] == 4 and summary["pass_k"] == 2
+    # Maj@4: the wrong samples all answer -1, so the vote is right from 2 of 4 right on (a
+    # 2-2 tie goes to the first sample's answer, right at level 3)
+    assert [summary["per_level"][lvl]["maj@k"] for lvl in "12345"] == [0, 0, 1, 1, 1]
+    assert summary["maj@k"] == pytest.approx(0.6)
+
     rows = read_jsonl(config.out)
     assert all(len(r["samples"]) == 4 for r in rows)
     assert [r["n_correct"] for r in rows] == [0, 1, 2, 3, 4] * 2
+
+
+@pytest.mark.parametrize("answers, right, expected", [
+    (["7", "8", "9", "7"], "7", True),      # 2 votes against 1 and 1
+    (["8", "7", "9", "8"], "7", False),     # the wrong 8 wins 2-1-1
+    (["8", "7", "7", "8"], "7", False),     # 2-2: the first sample's answer, 8
+    ([None, None, "7", None], "7", True),   # no answer, no vote
+    ([None, None], "7", False),             # nobody answered
+])
+def test_majority_vote_by_hand(answers, right, expected):
+    from dasd.evaluation.evaluate import majority_correct
+
+    samples = [{"extracted_answer": a, "correct": a == right} for a in answers]
+    assert majority_correct(samples) is expected
 
 
 def sampled(tmp_path, model, tokenizer, name, **kw):

@@ -67,7 +67,7 @@ def test_a_task_with_only_files_needs_data(tmp_path: Path) -> None:
 
 
 def test_registry() -> None:
-    assert set(TASKS) == {"arith", "gsm8k", "math", "arc_challenge", "mbpp"}
+    assert set(TASKS) == {"arith", "gsm8k", "math", "arc_challenge", "mbpp", "aime"}
     for name, cls in TASKS.items():
         task = get_task(name)
         assert isinstance(task, cls) and task.name == name
@@ -398,3 +398,24 @@ def test_load_prompt_template(tmp_path: Path) -> None:
             load_prompt_template(path)
     with pytest.raises(DasdError, match="prompt file not found"):
         load_prompt_template(tmp_path / "none.yaml")
+
+
+def test_aime_reads_its_layouts_and_refuses_answers_out_of_range(tmp_path: Path) -> None:
+    from dasd.tasks.aime import AIMETask
+
+    path = write_jsonl(tmp_path / "aime.jsonl", [
+        {"ID": "2024-I-1", "Problem": "p1", "Solution": "s1 $\\boxed{204}$", "Answer": 204},
+        {"problem": "p2", "answer": "033"},
+    ])
+    first, second = AIMETask().load("test", str(path))
+    assert (first.id, first.reference, first.answer) == ("2024-I-1", "s1 $\\boxed{204}$", "204")
+    assert (second.id, second.reference, second.answer) == ("aime-test-1", "The answer is 33.",
+                                                           "33")
+    assert AIMETask().check("So $\\boxed{33}$.", second).correct
+    assert not AIMETask().check("The answer is 34.", second).correct
+    for bad in ({"problem": "p", "answer": 1000}, {"problem": "p", "answer": "1/2"},
+                {"problem": "p"}):
+        with pytest.raises(DasdError, match="aime.jsonl"):
+            AIMETask().load("test", str(write_jsonl(tmp_path / "aime.jsonl", [bad])))
+    with pytest.raises(DasdError, match="task 'aime' has no hub data set"):
+        AIMETask().load("test")

@@ -38,6 +38,10 @@ def problem(name: str, tmp_path: Path) -> tuple[Example, str, str]:
         example = get_task(name).load("test", path=str(MBPP_MINI), limit=1)[0]
         return (example, f"```python\n{example.reference}\n```",
                 "```python\ndef add_numbers(a, b):\n    return a - b\n```")
+    if name == "aime":
+        return (Example("a-1", "Find the remainder when 2^10 is divided by 1000.",
+                        "2^10 = 1024.\nThe answer is 24.", "24"),
+                "1024 mod 1000 is $\\boxed{24}$.", "The answer is 124.")
     raise AssertionError(f"no test problem for task {name}: add one here")
 
 

@@ -8,8 +8,10 @@ per problem (flushed per batch; rerunning resumes), a resolved config
 
 With `samples` n > 1 (or `temperature` > 0) each problem gets n seeded samples instead:
 the summary then reports Avg@n (mean accuracy over the samples, what the on-policy papers
-report; also the `accuracy`) and pass@k (Chen et al. 2021's unbiased estimator, k <= n),
-overall and per level; each row keeps every sample under `samples`.
+report; also the `accuracy`), pass@k (Chen et al. 2021's unbiased estimator, k <= n) and
+Maj@n (majority vote: the answer most samples extracted, as contest evaluations of
+reasoning models report it), overall and per level; each row keeps every sample under
+`samples`.
 """
 
 from __future__ import annotations
@@ -203,7 +205,20 @@ def _accuracy(rows: list[dict[str, Any]], pass_k: int | None) -> dict[str, Any]:
     k = pass_k or min(m for m, _ in counts)
     avg = sum(c / m for m, c in counts) / n
     return {"n": n, "correct": sum(c for _, c in counts), "accuracy": avg, "avg@k": avg,
-            "pass@k": sum(pass_at_k(m, c, k) for m, c in counts) / n}
+            "pass@k": sum(pass_at_k(m, c, k) for m, c in counts) / n,
+            "maj@k": sum(majority_correct(row["samples"]) for row in rows) / n}
+
+
+def majority_correct(samples: list[dict[str, Any]]) -> bool:
+    """Maj@n of one problem: whether the answer most of its samples extracted is correct
+    (answers compared as extracted; samples with none do not vote; a tie goes to the
+    answer that came first)."""
+    votes = Counter(s["extracted_answer"] for s in samples if s["extracted_answer"] is not None)
+    if not votes:
+        return False
+    top = max(votes.values())
+    winner = next(s for s in samples if votes.get(s["extracted_answer"]) == top)
+    return bool(winner["correct"])
 
 
 def summarize_eval(rows: list[dict[str, Any]], pass_k: int | None = None) -> dict[str, Any]:

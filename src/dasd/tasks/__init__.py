@@ -8,6 +8,7 @@ from typing import Any
 
 from dasd.errors import DasdError
 from dasd.registry import lookup
+from dasd.tasks.aime import AIMETask
 from dasd.tasks.arc import ARCTask
 from dasd.tasks.arith import ArithTask
 from dasd.tasks.base import Example, PromptTemplate, Task
@@ -18,8 +19,8 @@ from dasd.tasks.sample import counts, draw, ids_digest
 
 log = logging.getLogger(__name__)
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (ArithTask, GSM8KTask, MathTask,
-                                                                ARCTask, MBPPTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (
+    ArithTask, GSM8KTask, MathTask, ARCTask, MBPPTask, AIMETask)}
 
 
 def get_task(name: str) -> Task:
