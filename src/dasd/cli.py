@@ -117,8 +117,7 @@ def print_run_results(report: dict[str, Any]) -> None:
                  f"({report['total_seconds']:.0f} s{memory})", *results_rows(report),
                  TABLE_LEGEND, left=("method",))
     _print_table("Paired comparisons (all levels)", *comparison_rows(report),
-                 CHECKPOINT_LEGEND,
-        COMPARISON_LEGEND, left=("comparison", "conclusion"))
+                 COMPARISON_LEGEND, left=("comparison", "conclusion"))
     _print_table("Retention: what training cost on other tasks", *retention_rows(report),
                  RETENTION_LEGEND, left=("task", "model", "conclusion"))
     _print_table("Checkpoint choice", *checkpoint_rows(report), CHECKPOINT_LEGEND,

@@ -213,11 +213,12 @@ def majority_correct(samples: list[dict[str, Any]]) -> bool:
     """Maj@n of one problem: whether the answer most of its samples extracted is correct
     (answers compared as extracted; samples with none do not vote; a tie goes to the
     answer that came first)."""
-    votes = Counter(s["extracted_answer"] for s in samples if s["extracted_answer"] is not None)
+    answers = [s.get("extracted_answer") for s in samples]
+    votes = Counter(a for a in answers if a is not None)
     if not votes:
         return False
     top = max(votes.values())
-    winner = next(s for s in samples if votes.get(s["extracted_answer"]) == top)
+    winner = next(s for s, a in zip(samples, answers, strict=True) if votes.get(a) == top)
     return bool(winner["correct"])
 
 

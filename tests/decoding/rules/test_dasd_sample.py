@@ -7,13 +7,14 @@ import pytest
 
 from dasd.config import build_config
 from dasd.decoding.engine import decode_pairs
-from dasd.decoding.generate import GenerateConfig, generate
+from dasd.decoding.generate import GenerateConfig
 from dasd.decoding.rules import build_rule
 from dasd.decoding.rules.common import GUARDED, RESERVED
 from dasd.errors import DasdError
 from dasd.stats import kept_problems, sample_id, split_sample_id
 from tests.decoding.rules.test_dasd_sd import logprobs
 from tests.decoding.test_draft_verify import case
+from tests.decoding.test_generate import run as generate_run
 
 PAD = 0
 
@@ -106,10 +107,8 @@ def test_sample_ids_round_trip():
 
 
 def run(tmp_path, tiny_model, tokenizer, name="out.jsonl", **overrides):
-    settings = {"task": "arith", "limit": 3, "batch_size": 2, "max_new_tokens": 8,
-                "out": str(tmp_path / name), **overrides}
-    return generate(build_config(GenerateConfig, settings), model=tiny_model,
-                    tokenizer=tokenizer)
+    return generate_run(tmp_path, tiny_model, tokenizer, name,
+                        **{"limit": 3, "batch_size": 2, "max_new_tokens": 8, **overrides})
 
 
 def lines(path):
