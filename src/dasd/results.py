@@ -201,7 +201,7 @@ def run_peak_mb(report: dict[str, Any]) -> float | None:
     analysis'."""
     peaks = [report.get("load_peak_rss_mb"), report.get("analysis_peak_rss_mb")] + [
         (result.get(stage) or {}).get("peak_rss_mb") for result in report["methods"].values()
-        for stage in ("generate", "train", "eval")] + [
+        for stage in ("generate", "train", "eval", "validation", "eval_chosen")] + [
         summary.get("peak_rss_mb") for result in report["methods"].values()
         for summary in (result.get("retention") or {}).values()]
     peaks = [p for p in peaks if p is not None]
