@@ -182,6 +182,7 @@ def _rollout_budget(trainer: dict[str, Any], prompts: int) -> dict[str, Any]:
             trainer.get("num_train_epochs", 3.0))
     rollouts = steps * batch
     return {"problems": prompts, "steps_max": steps, "rollouts": rollouts,
+            "teacher": trainer.get("teacher_model_kind"),
             "max_new_tokens": trainer["max_completion_length"],
             "new_tokens_max": rollouts * trainer["max_completion_length"]}
 

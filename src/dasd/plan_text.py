@@ -35,12 +35,19 @@ def render_plan(plan: dict[str, Any], console: Any) -> None:
     for s in plan["stages"]:
         table.add_row(s["method"], s["stage"], s["status"], _num(s.get("problems", s.get("rows"))),
                       _num(s.get("max_new_tokens")), _num(s.get("new_tokens_max")),
-                      s["why"] + _training_note(s) + _checkpoint_note(s))
+                      s["why"] + _training_note(s) + _checkpoint_note(s) + _teacher_note(s))
     console.print(table)
     budget = plan["token_budget"]
     console.print(f"Token budget: at most {budget['new_tokens_max_to_run']:,} new tokens in the "
                   f"stages that run ({budget['new_tokens_max_all']:,} over all stages).")
     _render_rest(plan, console)
+
+
+def _teacher_note(stage: dict[str, Any]) -> str:
+    teachers = {"base": "the initial policy (adapter off)", "live": "the current student",
+                "ema": "a moving average of the student"}
+    return (f"; teacher: {stage['teacher']}, {teachers.get(stage['teacher'], '')}"
+            if stage.get("teacher") else "")
 
 
 def _checkpoint_note(stage: dict[str, Any]) -> str:

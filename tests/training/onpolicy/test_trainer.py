@@ -84,6 +84,22 @@ def test_a_method_without_beta_or_clip_trains(tmp_path, monkeypatch):
     assert summary["steps"] == 3 and all("divergence" in row for row in log if "loss" in row)
 
 
+@pytest.mark.parametrize("teacher", ["live", "ema"])
+def test_trls_other_teachers_are_passed_through(tmp_path, teacher):
+    """dasd's default teacher is the initial policy (base); TRL's live and EMA teachers run
+    under their TRL name, recorded and shown by the plan."""
+    from dasd.plan import make_plan
+
+    assert fast(tmp_path / "b").resolved_trainer()["teacher_model_kind"] == "base"
+    config = fast(tmp_path / teacher, teacher_model_kind=teacher, max_steps=2)
+    stage = next(s for s in make_plan("train", config)["stages"] if "teacher" in s)
+    assert stage["teacher"] == teacher
+    tokenizer = make_tokenizer()
+    summary = train_onpolicy(config, tiny(tokenizer), tokenizer)
+    saved = yaml.safe_load((tmp_path / teacher / "config.yaml").read_text())
+    assert summary["steps"] == 2 and saved["trainer"]["teacher_model_kind"] == teacher
+
+
 def test_teacher_is_the_frozen_model_on_the_reference_prompt(tmp_path):
     tokenizer = make_tokenizer()
     model = tiny(tokenizer)
@@ -145,6 +161,7 @@ def test_method_defaults_fill_unset_fields_and_explicit_values_win():
     ({"batch_size": 2}, "older dasd: write TRL's `per_device_train_batch_size`"),
     ({"per_device_train_batch_size": 3, "num_generations": 2}, "num_generations"),
     ({"max_steps": 0}, "max_steps"),
+    ({"teacher_model_kind": "frozen"}, "teacher_model_kind must be one of base, live, ema"),
 ])
 def test_bad_settings_are_one_line_errors(values, message):
     with pytest.raises(DasdError, match=message) as err:

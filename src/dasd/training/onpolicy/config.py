@@ -35,7 +35,11 @@ ONPOLICY_DEFAULTS: dict[str, Any] = {
     "max_completion_length": 256, "per_device_train_batch_size": 4, "num_generations": 1,
     "temperature": 1.1, "top_p": 0.95, "top_k": 20, "max_prompt_length": 2048,
     "warmup_steps": 0.0, "max_steps": 50, "logging_steps": 1,
-    "activation_checkpointing": False, "report_to": "none", **CHECKPOINTS}
+    "activation_checkpointing": False, "report_to": "none", **CHECKPOINTS,
+    # the privileged teacher: base = the same weights with the LoRA adapter off (the
+    # initial policy; OPSD), live = the current student, ema = TRL's moving average
+    "teacher_model_kind": "base"}
+TEACHERS = ("base", "live", "ema")
 # SDPO's teacher-context builder (a successful sibling rollout or feedback in a reprompt
 # template), which dasd replaces by the task's reference prompt; SDPO's convex
 # `distillation_weight` (dasd: each method's `reward_weight`); GRPO's `beta`, a KL
@@ -46,7 +50,7 @@ SDPO_REPLACED = ("use_successful_as_teacher", "success_reward_threshold",
                  "reprompt_template", "solution_template", "feedback_template",
                  "max_reprompt_len", "distillation_weight", "beta")
 # Arguments dasd sets from its own fields or its design; not configurable.
-ONPOLICY_FIXED = ("output_dir", "seed", "teacher_model_kind", "distillation_mode",
+ONPOLICY_FIXED = ("output_dir", "seed", "distillation_mode",
                   "chat_template_kwargs", *SDPO_REPLACED)
 
 
@@ -152,6 +156,10 @@ class OnPolicyConfig(ProblemConfig):
 
     def _check_ranges(self, trainer: dict[str, Any]) -> None:
         check_ranges(trainer, "onpolicy")
+        if trainer["teacher_model_kind"] not in TEACHERS:
+            raise DasdError(f"teacher_model_kind must be one of {', '.join(TEACHERS)} (TRL's "
+                            f"teachers; dasd's default base); got "
+                            f"{trainer['teacher_model_kind']!r}")
         for name in ("lora_r", "lora_alpha", "max_prompt_length", "num_generations"):
             value = trainer.get(name, getattr(self, name, None))
             if value is not None and value < 1:

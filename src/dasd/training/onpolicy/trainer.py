@@ -4,8 +4,9 @@
 samples `num_generations` rollouts per prompt with `generate`, TRL scores them with reward
 functions and normalises the rewards within each prompt's group (GRPO advantages), the
 teacher is forwarded on a privileged prompt followed by the same rollout tokens, and with
-a PEFT model and `teacher_model_kind="base"` the teacher is the same weights with the
-LoRA adapter disabled (one copy of the weights: the fixed initial policy). The subclass
+a PEFT model and `teacher_model_kind="base"` (dasd's default; TRL's `live` and `ema` are
+passed through) the teacher is the same weights with the LoRA adapter disabled (one copy
+of the weights: the fixed initial policy). The subclass
 changes four things only:
 
 - the loss: the method's pure function from `dasd.training.losses` on the aligned
@@ -91,7 +92,6 @@ def sdpo_args(config: OnPolicyConfig, device: torch.device):
     args["max_prompt_length"] = None  # never left-truncate; build_dataset checks lengths
     return SDPOConfig(
         output_dir=config.out, seed=config.seed, **{**precision_args(device, args), **args},
-        teacher_model_kind="base",  # with PEFT: the adapter disabled = the initial policy
         distillation_mode="full_logits",
         use_successful_as_teacher=False,  # the teacher sees the reference prompt instead
         chat_template_kwargs=config.chat_template_kwargs or None,
