@@ -73,11 +73,11 @@ def checkpoint_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]
             curve = ", ".join(f"{p['step']}: {p['accuracy']:.2f}" for p in choice["points"])
             rows.append([label, curve, f"{chosen['step']} ({final['step']})",
                          f"{chosen['accuracy']:.3f} / {final['accuracy']:.3f}",
-                         _accuracy(run.get("eval")), _accuracy(run.get("eval_chosen"))])
+                         _accuracy_cell(run.get("eval")), _accuracy_cell(run.get("eval_chosen"))])
     return header, rows
 
 
-def _accuracy(summary: dict[str, Any] | None) -> str:
+def _accuracy_cell(summary: dict[str, Any] | None) -> str:
     return f"{summary['accuracy']:.3f} ({_problems(summary)})" if summary else "-"
 
 

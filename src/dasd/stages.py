@@ -34,7 +34,7 @@ from dasd.training import TrainConfig, train
 from dasd.training.onpolicy.trainer import train_onpolicy
 from dasd.training.references import write_reference_rows
 from dasd.training.sft import ADAPTER_FILE
-from dasd.training.trl_args import CHECKPOINT
+from dasd.training.trl_args import CHECKPOINT, checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +169,6 @@ def _choice(config: RunConfig, spec: MethodSpec, adapter: str, trained: Stage,
                    functools.partial(_evaluate_chosen, choice, final), TEST, [adapter, choice],
                    validate, seed)
     return [validate, chosen]
-
-
-def checkpoints(adapter: str | Path) -> list[tuple[int, Path]]:
-    """(step, folder) of the `checkpoint-<step>` folders of a trained adapter, by step."""
-    found = [(int(match.group(1)), path) for path in Path(adapter).iterdir()
-             if path.is_dir() and (match := CHECKPOINT.match(path.name))]
-    return sorted(found)
 
 
 def _validate(config: Any, model: Any, tokenizer: Any) -> dict[str, Any]:

@@ -174,22 +174,24 @@ def check_ranges(args: dict[str, Any], where: str) -> None:
             raise DasdError(f"{where}: {name} {rule}; got {args[name]!r}")
 
 
-def latest_checkpoint(out: str | Path) -> Path | None:
-    """The `checkpoint-<step>` folder with the highest step in `out`, if any."""
+def checkpoints(out: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the `checkpoint-<step>` folders in `out`, by step."""
     out = Path(out)
     if not out.is_dir():
-        return None
-    steps = [(int(m.group(1)), p) for p in out.iterdir()
-             if p.is_dir() and (m := CHECKPOINT.match(p.name))]
-    return max(steps)[1] if steps else None
+        return []
+    return sorted((int(m.group(1)), p) for p in out.iterdir()
+                  if p.is_dir() and (m := CHECKPOINT.match(p.name)))
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    """The `checkpoint-<step>` folder with the highest step in `out`, if any."""
+    found = checkpoints(out)
+    return found[-1][1] if found else None
 
 
 def clear_checkpoints(out: str | Path) -> None:
-    out = Path(out)
-    if out.is_dir():
-        for path in out.iterdir():
-            if path.is_dir() and CHECKPOINT.match(path.name):
-                shutil.rmtree(path)
+    for _, path in checkpoints(out):
+        shutil.rmtree(path)
 
 
 def resume_point(config: Any, out: Path, adapter_file: str) -> str | None:
