@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -44,6 +52,32 @@ def make_model(vocab_size: int, seed: int = 0, eos_id: int | None = None, eos_bi
         model.lm_head.weight.mul_(sharpness)
         if eos_id is not None:
             model.lm_head.weight[eos_id] += eos_bias * model.model.norm.weight.sign()
+    return model
+
+
+QWEN3_TEMPLATE = (Path(__file__).parent / "fixtures" / "qwen3.jinja").read_text()
+
+
+def make_qwen3_tokenizer() -> PreTrainedTokenizerFast:
+    """The byte tokenizer with Qwen3's chat template and its thinking tokens (`<think>`,
+    `</think>`: added tokens, not special ones, as Qwen3 has them)."""
+    tokenizer = make_tokenizer(QWEN3_TEMPLATE)
+    tokenizer.add_tokens(["<think>", "</think>"])
+    return tokenizer
+
+
+def make_qwen3_model(vocab_size: int, eos_id: int, seed: int = 0) -> Qwen3ForCausalLM:
+    """A random Qwen3 of the real architecture (q/k norms, head_dim apart from the hidden
+    size), tiny and in float32, with EOS made likely so rollouts end."""
+    torch.manual_seed(seed)
+    config = Qwen3Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         head_dim=16, max_position_embeddings=2048, tie_word_embeddings=True,
+                         pad_token_id=0, eos_token_id=eos_id)
+    model = Qwen3ForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+        model.lm_head.weight[eos_id] += 0.3 * model.model.norm.weight.sign()
     return model
 
 

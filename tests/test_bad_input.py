@@ -51,6 +51,7 @@ def files(tmp_path):
         "rows": rows("rows.jsonl", {"id": "r1", "prompt_ids": [1], "completion_ids": [2],
                                      "correct": True}),
         "no-id": rows("no-id.jsonl", {"completion_ids": [2], "correct": True}),
+        "mine": rows("mine.jsonl", {"q": "1+1?", "sol": "1 + 1 = 2.", "final": 2}),
     }
 
 
@@ -68,6 +69,27 @@ CASES = [
      "lone UTF-16 surrogate"),
     (["generate", "--chat-template-kwargs", "{{bad"], "'chat_template_kwargs' expects dict"),
     (["train", "--data", "{no-id}", "--out", "{dir}/t"], "row at .*no-id.jsonl:1 lacks"),
+    # your own data: columns, dataset_name/dataset_config, task custom and its checker
+    (["generate", "--task", "gsm8k", "--data", "{mine}", "--columns", "foo=q", "--model",
+      NO_MODEL], "columns: task 'gsm8k' reads question, answer; 'foo' is not one of them"),
+    (["eval", "--task", "gsm8k", "--data", "{mine}", "--columns", "question=problem",
+      "--model", NO_MODEL], r"mine.jsonl:1: no column 'problem' \(columns: "
+                            r"question=problem\); the row has q, sol, final"),
+    (["generate", "--task", "gsm8k", "--data", "{mine}", "--columns", "question=3", "--model",
+      NO_MODEL], "columns: 'question' must name a column of your rows"),
+    (["generate", "--columns", "question"], "'columns' expects dict"),
+    (["generate", "--data", "{mine}", "--dataset-name", "me/mine", "--model", NO_MODEL],
+     "data .* and dataset_name .* both name the problems: keep one"),
+    (["generate", "--dataset-name", "not a/hub/id"], "neither a local folder nor a hub id"),
+    (["generate", "--dataset-config", "hard"], "dataset_config 'hard' needs dataset_name"),
+    (["generate", "--task", "custom", "--checker", "exakt", "--data", "{mine}", "--model",
+      NO_MODEL], r"unknown checker 'exakt': .* \(did you mean 'exact'\?\)"),
+    (["eval", "--task", "gsm8k", "--checker", "exact", "--model", NO_MODEL],
+     "checker 'exact' is for task custom; task 'gsm8k' checks its answers its own way"),
+    (["generate", "--task", "custom", "--data", "{mine}", "--model", NO_MODEL],
+     "task 'custom' needs a checker: .* math-verify, exact, choice, code"),
+    (["generate", "--task", "custom", "--checker", "exact", "--model", NO_MODEL],
+     "task 'custom' has no hub data set: .*--data .*--dataset-name"),
 ]
 
 
@@ -81,6 +103,24 @@ def test_bad_input_is_one_line_and_writes_nothing(files, capsys, argv, message):
     assert code == 2 and one_line_error(err), err
     assert re.search(message, err.replace("\n", " ")), err
     assert sorted(p for p in files["dir"].rglob("*")) == before
+
+
+def test_a_data_set_not_cached_offline_is_one_line(tmp_path, capsys, monkeypatch):
+    import datasets
+    import huggingface_hub.constants as hub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    code, err = run_cli(["generate", "--task", "custom", "--checker", "exact", "--dataset-name",
+                         "someorg/not-cached", "--dataset-config", "hard", "--split", "dev",
+                         "--model", NO_MODEL], capsys)
+    assert code == 2 and one_line_error(err), err
+    assert "could not load 'someorg/not-cached' (hard, dev)" in err
+    assert "go online" in err and "--data" in err
+    assert not list(tmp_path.glob("runs"))
 
 
 def test_a_read_only_output_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):

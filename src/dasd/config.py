@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import re
 import subprocess
 import types
 import typing
@@ -77,7 +78,7 @@ def _coerce(value: Any, tp: Any, key: str, checked: bool = False) -> Any:
             return [_coerce(v, item_tp, key) for v in items]
         if origin is dict or inner is dict:
             if isinstance(value, str):
-                value = yaml.safe_load(value)
+                value = _key_values(value) if _is_key_values(value) else yaml.safe_load(value)
             if not isinstance(value, dict):
                 raise ValueError(value)
             return dict(value)
@@ -86,11 +87,24 @@ def _coerce(value: Any, tp: Any, key: str, checked: bool = False) -> Any:
                 raise ValueError(value)
             return inner(value)
     except (TypeError, ValueError, yaml.YAMLError):
-        shape = " (a YAML mapping, e.g. '{name: value}')" if inner is dict or origin is dict \
-            else ""
+        shape = " (a YAML mapping, e.g. '{name: value}', or name=value,...)" \
+            if inner is dict or origin is dict else ""
         raise DasdError(f"config key '{key}' expects {getattr(inner, '__name__', inner)}"
                         f"{shape}, got {value!r}") from None
     return value
+
+
+def _is_key_values(text: str) -> bool:
+    """Whether a command-line mapping is written `name=value,...` rather than in YAML."""
+    return "=" in text and not text.lstrip().startswith("{")
+
+
+def _key_values(text: str) -> dict[str, Any]:
+    """`a=1,b=x` as {"a": 1, "b": "x"}: each value read as a YAML scalar (`false`, `3`)."""
+    pairs = [part.partition("=") for part in text.split(",")]
+    if any(not sep or not key.strip() for key, sep, _ in pairs):
+        raise ValueError(text)
+    return {key.strip(): yaml.safe_load(value) for key, _, value in pairs}
 
 
 def build_config(cls: type[C], values: dict[str, Any], prefix: str = "",
@@ -319,7 +333,8 @@ def omitted(f: dataclasses.Field, value: Any) -> bool:
     """A setting added after outputs were written (`metadata={"omit_default": True}`) is
     left out of records and fingerprints while it has its default, so those outputs stay
     valid and new ones with the default stay byte-identical."""
-    return bool(f.metadata.get("omit_default")) and value == f.default
+    default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    return bool(f.metadata.get("omit_default")) and value == default
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:
@@ -394,6 +409,10 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# A hub repository id: a name, or org/name (letters, digits, '-', '_', '.').
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
 @dataclass
 class ProblemConfig:
     """The model and the problems of a stage: what `generate`, `eval` and on-policy
@@ -410,6 +429,19 @@ class ProblemConfig:
     split: str = field(default="train", metadata={"help": "data split"})
     data: str | None = field(default=None, metadata={
         "help": "local JSONL/Parquet file with the task's fields (instead of the hub)"})
+    columns: dict = field(default_factory=dict, metadata={
+        "help": "the task's field names read from other columns of your rows, e.g. "
+                "'{question: problem, answer: final}' or question=problem,answer=final",
+        "omit_default": True})
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "your data set instead of the task's own: a hub id or a local data set folder "
+                "(`datasets.load_dataset`), read at `split`; not with `data`",
+        "omit_default": True})
+    dataset_config: str | None = field(default=None, metadata={
+        "help": "the configuration (subset) of `dataset_name`", "omit_default": True})
+    checker: str | None = field(default=None, metadata={
+        "help": "how task custom checks answers (and asks for them)",
+        "choices": "dasd.tasks.custom:CHECKERS", "omit_default": True})
     limit: int | None = field(default=None, metadata={
         "help": "use N examples of the split (default: all), drawn as `sample` says",
         "effect": STAGE})
@@ -429,7 +461,20 @@ class ProblemConfig:
     prompts: str | None = field(default=None, metadata={
         "help": "YAML file with base/reference (and system) prompt templates"})
     chat_template_kwargs: dict = field(default_factory=dict, metadata={
-        "help": "extra chat-template arguments, e.g. '{enable_thinking: false}'"})
+        "help": "chat-template arguments of both contexts, e.g. '{enable_thinking: false}'"})
+    base_chat_template_kwargs: dict | None = field(default=None, metadata={
+        "help": "chat-template arguments of the base (student) context only, over "
+                "chat_template_kwargs; evaluation prompts as this context does",
+        "omit_default": True})
+    reference_chat_template_kwargs: dict | None = field(default=None, metadata={
+        "help": "chat-template arguments of the reference (teacher) context only, over "
+                "chat_template_kwargs, e.g. '{enable_thinking: true}'", "omit_default": True})
+    thinking_block: Literal["shared", "own", "open"] = field(default="shared", metadata={
+        "help": "what the reference prompt ends with where a chat template leaves a thinking "
+                "block after the assistant header (Qwen3's empty <think></think>): shared = "
+                "the base prompt's, so both contexts score the first response token at the same "
+                "point; own = its own rendering (OPSD's code); open = an open <think>, the "
+                "teacher reads the response as its thinking", "omit_default": True})
     out: str | None = field(default=None, metadata={"help": "output path", "effect": "none"})
     overwrite: bool = field(default=False, metadata={
         "help": "start over instead of resuming an existing output", "effect": "none"})
@@ -449,6 +494,18 @@ class ProblemConfig:
         if self.held_out is not None and (self.held_out < 1 or self.limit is None):
             raise DasdError(f"held_out must be >= 1 and needs a limit (the draw it holds "
                             f"problems out of); got held_out {self.held_out}, limit {self.limit}")
+        self._check_dataset()
+
+    def _check_dataset(self) -> None:
+        """A dataset_name is a local folder or a hub id (nothing else would reach the hub);
+        its config needs it."""
+        name = self.dataset_name
+        if name is not None and not (Path(name).is_dir() or _HUB_ID.fullmatch(name)):
+            raise DasdError(f"dataset_name '{name}' is neither a local folder nor a hub id "
+                            "(org/name): fix the path or the id")
+        if self.dataset_config is not None and name is None:
+            raise DasdError(f"dataset_config '{self.dataset_config}' needs dataset_name (the "
+                            "data set it configures): set --dataset-name or unset it")
 
 
 @dataclass

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 STATUS = Path("/proc/self/status")
 SAMPLE_SECONDS = 0.02
@@ -57,6 +58,19 @@ class _Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(SAMPLE_SECONDS):
             self.peak = max(self.peak, resident_mb() or 0.0)
+
+
+def step_peak_mb(device: Any) -> float:
+    """Peak memory of the steps since the last call, in MB: on a GPU, the most CUDA's
+    allocator held (its counter is then reset); elsewhere, the process's resident peak so
+    far (a high-water mark that never falls, so the largest step sets it)."""
+    import torch
+
+    if getattr(device, "type", None) == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+        return round(peak, 1)
+    return round(lifetime_peak_mb(), 1)
 
 
 @contextmanager

@@ -64,7 +64,18 @@ def describe(selection: ProblemSelection, config: Any) -> dict[str, Any]:
     split = counts(selection.pool)
     return {**selection.record(), "task": config.task, "split": config.split,
             "levels": getattr(config, "levels", None), "seed": config.seed,
-            "available": len(selection.pool), "split_counts": split}
+            "available": len(selection.pool), "split_counts": split,
+            "first_row": first_row(selection.pool[0])}
+
+
+def first_row(example: Any, width: int = 100) -> dict[str, Any]:
+    """The first problem of the split as dasd reads it (long fields shortened)."""
+    def short(text: str) -> str:
+        return text if len(text) <= width else text[:width - 3] + "..."
+
+    return {"id": example.id, "question": short(example.question),
+            "reference": short(example.reference), "answer": short(example.answer),
+            "level": example.level}
 
 
 def _problem_warnings(problems: dict[str, Any], evaluation: bool) -> list[str]:
@@ -286,12 +297,54 @@ def prompt_tokens(tokenizer: Any, selection: ProblemSelection, config: Any, cont
     """Prompt lengths in tokens (context 0: the base prompt, 1: the reference prompt)."""
     from dasd.tasks.prompts import encode, render_prompts
 
-    kwargs = getattr(config, "chat_template_kwargs", None)
     lengths = [len(encode(tokenizer, render_prompts(tokenizer, selection.template, e,
-                                                    kwargs)[context]))
+                                                    config)[context]))
                for e in selection.examples]
     return {"prompt": "reference" if context else "base", "max": max(lengths),
             "mean": round(sum(lengths) / len(lengths), 1), "lengths": lengths}
+
+
+CONTEXTS = ("base", "reference")
+
+
+def context_ends(tokenizer: Any, selection: ProblemSelection, config: Any,
+                 contexts: tuple[str, ...] = CONTEXTS, first: int = 3, last: int = 8
+                 ) -> dict[str, Any]:
+    """What each context's prompt of the first problem looks like: its length and its first
+    and last tokens, each decoded on its own (where a chat template's arguments and the
+    thinking block show)."""
+    from dasd.tasks.prompts import encode, render_prompts
+
+    texts = dict(zip(CONTEXTS, render_prompts(tokenizer, selection.template,
+                                              selection.examples[0], config), strict=True))
+    ends = {}
+    for name in contexts:
+        ids = encode(tokenizer, texts[name])
+        ends[name] = {"tokens": len(ids), "first": [tokenizer.decode([i]) for i in ids[:first]],
+                      "last": [tokenizer.decode([i]) for i in ids[-last:]]}
+    return ends
+
+
+def thinking_warnings(tokenizer: Any, selection: ProblemSelection, config: Any) -> list[str]:
+    """A warning when the two contexts end in different thinking blocks (`thinking_block:
+    own`): the response's first token is then predicted at different points."""
+    from dasd.tasks.prompts import render_prompts
+    from dasd.tasks.thinking import thinking_prefix
+
+    base, reference = (thinking_prefix(text) for text in render_prompts(
+        tokenizer, selection.template, selection.examples[0], config))
+    if base == reference:
+        return []
+    return [f"the base prompt ends in {base!r} and the reference prompt in {reference!r} "
+            f"(thinking_block {getattr(config, 'thinking_block', 'own')}): the two contexts "
+            "predict the response's first token at different points"]
+
+
+def _add_contexts(plan: dict[str, Any], tokenizer: Any, selection: ProblemSelection,
+                  config: Any, contexts: tuple[str, ...] = CONTEXTS) -> None:
+    plan["tokenizer"]["contexts"] = context_ends(tokenizer, selection, config, contexts)
+    if len(contexts) == 2:
+        plan["warnings"] += thinking_warnings(tokenizer, selection, config)
 
 
 # --- the commands ---------------------------------------------------------------------------
@@ -474,6 +527,7 @@ def _add_tokens(plan: dict[str, Any], config: Any, selections: dict[str, Problem
         return
     stats = prompt_tokens(tokenizer, selections[spec.name], configs[spec.name], 1)
     plan["tokenizer"]["train_prompt_tokens"] = {k: v for k, v in stats.items() if k != "lengths"}
+    _add_contexts(plan, tokenizer, selections[spec.name], configs[spec.name])
     if spec.decodes:  # a training row is the base prompt + the response: at most this long
         base = prompt_tokens(tokenizer, selections[spec.name], configs[spec.name], 0)["lengths"]
         limit = config.train_config(spec, "x.jsonl").max_length
@@ -509,6 +563,8 @@ def plan_decode(command: str, config: Any) -> dict[str, Any]:
     if tokenizer is not None:
         stats = prompt_tokens(tokenizer, selection, config, 0 if evaluation else 1)
         plan["tokenizer"]["prompt_tokens"] = {k: v for k, v in stats.items() if k != "lengths"}
+        _add_contexts(plan, tokenizer, selection, config,
+                      CONTEXTS[:1] if evaluation else CONTEXTS)
     return _finish(plan)
 
 
@@ -544,4 +600,8 @@ def plan_onpolicy(config: Any) -> dict[str, Any]:
             "deviations": onpolicy_deviations(config, f"train {config.method}")
             + method_deviations(config.method, config.method, config.settings),
             "warnings": _problem_warnings(problems, evaluation=False)}
+    tokenizer, source = local_tokenizer(config.model)
+    plan["tokenizer"] = {"available": tokenizer is not None, "source": source}
+    if tokenizer is not None:
+        _add_contexts(plan, tokenizer, selection, config)
     return _finish(plan)

@@ -79,6 +79,11 @@ def _render_problems(console: Any, title: str, problems: dict[str, Any]) -> None
                   f"{whole}; sample {problems['sample']}, seed {problems['seed']}"
                   + (f", levels {problems['levels']}" if problems["levels"] else "")
                   + f"; ids sha256 {problems['ids_sha256']}")
+    if problems.get("first_row"):
+        row = problems["first_row"]
+        console.print("  first row as read: " + "; ".join(
+            f"{key} {value!r}" for key, value in row.items() if value is not None),
+            highlight=False, markup=False)
     for group, label in (("by_level", "level"), ("by_subject", "subject")):
         if group not in problems or list(problems[group]) == ["none"]:
             continue
@@ -107,13 +112,24 @@ def _render_rest(plan: dict[str, Any], console: Any) -> None:
     tokenizer = plan.get("tokenizer")
     if tokenizer:
         stats = [f"{key.replace('_', ' ')} max {v['max']}, mean {v['mean']}"
-                 for key, v in tokenizer.items() if isinstance(v, dict)]
+                 for key, v in tokenizer.items() if isinstance(v, dict) and "max" in v]
         console.print(f"Tokenizer: {tokenizer['source']}" + ("; " + "; ".join(stats)
                                                            if stats else ""), highlight=False)
+        for name, ends in tokenizer.get("contexts", {}).items():
+            console.print(f"  {CONTEXT_NAMES[name]} prompt of the first problem, {ends['tokens']} "
+                          f"tokens: {_tokens(ends['first'])} ... {_tokens(ends['last'])}",
+                          highlight=False, markup=False)
     for warning in plan["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if not plan["warnings"]:
         console.print("No warnings.")
+
+
+CONTEXT_NAMES = {"base": "base (student)", "reference": "reference (teacher)"}
+
+
+def _tokens(tokens: list[str]) -> str:
+    return " ".join(repr(token) for token in tokens)
 
 
 def _num(value: Any) -> str:

@@ -22,8 +22,10 @@ from dasd.training import TrainConfig
 from dasd.training.onpolicy.config import OnPolicyConfig
 
 # On-policy methods train on the generate section's problems (the same ones).
-PROBLEM_KEYS = ("split", "data", "limit", "sample", "levels", "prompts",
-                "chat_template_kwargs")
+PROBLEM_KEYS = ("split", "data", "columns", "dataset_name", "dataset_config", "checker",
+                "limit", "sample", "levels", "prompts",
+                "chat_template_kwargs", "base_chat_template_kwargs",
+                "reference_chat_template_kwargs", "thinking_block")
 
 
 @dataclass
@@ -385,6 +387,8 @@ class RunConfig:
         base = self.eval_config(spec.name, adapter, seed)
         return dataclasses.replace(
             base, task=problems.task, split=problems.split, data=problems.data,
+            columns=problems.columns, dataset_name=problems.dataset_name,
+            dataset_config=problems.dataset_config, checker=problems.checker,
             limit=problems.limit, sample=problems.sample, levels=problems.levels,
             held_out=self.validation.problems,
             max_new_tokens=self.validation.max_new_tokens or base.max_new_tokens,
@@ -420,7 +424,8 @@ class RunConfig:
         base = self.eval_config(name, adapter)
         return dataclasses.replace(
             base, task=entry.task, split=entry.split, data=entry.data, limit=entry.limit,
-            levels=None, prompts=None,
+            levels=None, prompts=None, columns={}, dataset_name=None, dataset_config=None,
+            checker=None,
             max_new_tokens=entry.max_new_tokens or base.max_new_tokens,
             out=str(Path(self.out_dir) / "retention" / entry.key / _seed_folder(seed)
                     / f"{name}.jsonl"))
@@ -447,7 +452,8 @@ TEST = "test"
 RETENTION = "retention:"  # selections of the retention tasks: "retention:<task key>"
 VALIDATION = "validation:"  # held-out training problems of a method: "validation:<name>"
 # The settings that decide which problems a stage reads.
-SELECTION_KEYS = ("task", "split", "data", "limit", "sample", "levels", "seed", "held_out")
+SELECTION_KEYS = ("task", "split", "data", "columns", "dataset_name", "dataset_config",
+                  "checker", "limit", "sample", "levels", "seed", "held_out")
 
 
 def select_problems(config: RunConfig) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -67,9 +68,9 @@ def test_a_task_with_only_files_needs_data(tmp_path: Path) -> None:
 
 
 def test_registry() -> None:
-    assert set(TASKS) == {"arith", "gsm8k", "math", "arc_challenge", "mbpp", "aime"}
+    assert set(TASKS) == {"arith", "gsm8k", "math", "arc_challenge", "mbpp", "aime", "custom"}
     for name, cls in TASKS.items():
-        task = get_task(name)
+        task = get_task(name, "exact" if name == "custom" else None)
         assert isinstance(task, cls) and task.name == name
         check_template(task.prompts, name)
         assert task.prompts.system is None
@@ -357,7 +358,8 @@ def test_render_with_chat_template() -> None:
     assert ref == ("<|im_start|>user\nQ: What is {reference} 2+2?\nRef: 2 + 2 = 4.\n"
                    "The answer is 4.<|im_end|>\n<|im_start|>assistant\n")
     system = PromptTemplate(template.base, template.reference, system="Be brief.")
-    base, _ = render_prompts(_tokenizer(CHATML), system, EXAMPLE, {"think": True})
+    base, _ = render_prompts(_tokenizer(CHATML), system, EXAMPLE,
+                             SimpleNamespace(chat_template_kwargs={"think": True}))
     assert base.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n")
     assert base.endswith("<|im_start|>assistant\n<think>")
 
@@ -371,7 +373,8 @@ def test_render_without_chat_template() -> None:
 
 def test_default_prompts_contain_the_reference_only_in_the_reference_context() -> None:
     for name in TASKS:
-        base, ref = render_prompts(_tokenizer(CHATML), get_task(name).prompts, EXAMPLE)
+        task = get_task(name, "exact" if name == "custom" else None)
+        base, ref = render_prompts(_tokenizer(CHATML), task.prompts, EXAMPLE)
         assert "2 + 2 = 4." not in base and "2 + 2 = 4." in ref
 
 

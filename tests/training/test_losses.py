@@ -189,3 +189,37 @@ def test_teacher_gets_no_gradient_and_identical_distributions_give_zero():
 def test_bad_arguments_are_one_line_errors(call, message):
     with pytest.raises(DasdError, match=message):
         call()
+
+
+@pytest.mark.parametrize("loss", ["opsd", "pw", "da"])
+def test_chunked_divergence_changes_no_number(monkeypatch, loss):
+    """Memory-bounded: positions in chunks of a few rows, recomputed in backward, give the
+    same loss and the same student gradient as one pass over the whole batch."""
+    from dasd.training import losses
+
+    torch.manual_seed(0)
+    student = torch.randn(3, 7, 50, dtype=torch.float64)
+    teacher = torch.randn(3, 7, 50, dtype=torch.float64)
+    mask = (torch.rand(3, 7) > 0.3).double()
+    fn = {"opsd": lambda s: losses.opsd_loss(s, teacher, mask, 0.5, 0.05),
+          "pw": lambda s: losses.pw_opsd_loss(s, teacher, mask, 0.0, None),
+          "da": lambda s: losses.da_opsd_loss(s, teacher, mask, 0.5, 0.05, push_cap=1.0)}[loss]
+    results = []
+    for entries in (10**9, 4 * 50 + 7):  # whole, then chunks of 4 positions (the last of 1)
+        monkeypatch.setattr(losses, "CHUNK_ENTRIES", entries)
+        leaf = student.clone().requires_grad_()
+        value = fn(leaf)
+        value.backward()
+        results.append((value.detach(), leaf.grad))
+    (whole, whole_grad), (chunked, chunked_grad) = results
+    assert torch.allclose(whole, chunked, rtol=1e-12) and whole_grad.abs().sum() > 0
+    assert torch.allclose(whole_grad, chunked_grad, rtol=1e-10, atol=1e-14)
+
+
+def test_chunking_bounds_the_rows_per_chunk(monkeypatch):
+    from dasd.training import losses
+
+    seen = []
+    monkeypatch.setattr(losses, "CHUNK_ENTRIES", 100)
+    losses.per_position(lambda x: seen.append(x.shape[0]) or x.sum(-1), torch.ones(2, 5, 30))
+    assert seen == [3, 3, 3, 1]

@@ -42,13 +42,16 @@ def problem(name: str, tmp_path: Path) -> tuple[Example, str, str]:
         return (Example("a-1", "Find the remainder when 2^10 is divided by 1000.",
                         "2^10 = 1024.\nThe answer is 24.", "24"),
                 "1024 mod 1000 is $\\boxed{24}$.", "The answer is 124.")
+    if name == "custom":  # its exact checker here; tests/tasks/test_custom.py has the others
+        return (Example("c-1", "What is the capital of France?", "It is Paris.", "Paris"),
+                "The answer is paris.", "The answer is Lyon.")
     raise AssertionError(f"no test problem for task {name}: add one here")
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_every_task_checker_is_a_reward(name, tmp_path, no_hub):
     example, right, wrong = problem(name, tmp_path)
-    reward = task_reward(get_task(name), [example])
+    reward = task_reward(get_task(name, "exact" if name == "custom" else None), [example])
     assert reward.__name__ == f"{name}_correct"
     got = reward(prompts=["p", "p"], completions=[right, wrong], id=[example.id] * 2,
                  privileged_context=["r", "r"], trainer_state=None)

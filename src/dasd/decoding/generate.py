@@ -32,6 +32,7 @@ from dasd.stats import sample_id, summarize
 from dasd.tasks import Example, select_split
 from dasd.tasks.base import decode_and_check
 from dasd.tasks.prompts import encode, fit_context, render_prompts
+from dasd.tasks.thinking import opens_thinking
 
 log = logging.getLogger(__name__)
 ENGINES = ("step", "draft-verify", "vllm")
@@ -180,7 +181,7 @@ def _fitting(config: GenerateConfig, template, examples: list[Example], model,
              tokenizer) -> tuple[list[Example], list[str]]:
     """The examples whose longer context fits the model beside `max_new_tokens`."""
     lengths = [max(len(encode(tokenizer, text)) for text in
-                   render_prompts(tokenizer, template, e, config.chat_template_kwargs))
+                   render_prompts(tokenizer, template, e, config))
                for e in examples]
     kept, skipped = fit_context(examples, lengths, prompt_limit(model, config.max_new_tokens),
                                 config.skip_long_prompts, "prompt (reference or base context)")
@@ -196,7 +197,7 @@ def _decode_missing(config, task, template, output: RowsOutput, rule, model, tok
     settings = rule_settings(rule)
     todo = output.open(config.batch_size)
     pending = [e for batch in todo for e in batch]
-    texts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs) for e in pending]
+    texts = [render_prompts(tokenizer, template, e, config) for e in pending]
     ids = [(encode(tokenizer, base), encode(tokenizer, ref)) for base, ref in texts]
     total_tokens, start, first = 0, time.perf_counter(), 0
     with progress_bar(f"{output.out.stem} on {config.task}/{config.split}",  # as a run names it
@@ -208,8 +209,8 @@ def _decode_missing(config, task, template, output: RowsOutput, rule, model, tok
         for batch, traces in zip(todo, decoded, strict=True):
             rows = slice(first, first + len(batch))
             first += len(batch)
-            responses, checks = decode_and_check(task, tokenizer,
-                                                 [t.token_ids for t in traces], batch)
+            responses, checks = decode_and_check(task, tokenizer, [t.token_ids for t in traces],
+                                                 batch, opens_thinking(texts[0][0]))
             output.append([make_row(config, *row, settings) for row in zip(
                 batch, texts[rows], ids[rows], traces, responses, checks, strict=True)])
             total_tokens += sum(len(t.token_ids) for t in traces)

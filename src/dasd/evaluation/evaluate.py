@@ -37,6 +37,7 @@ from dasd.scoring import AnswerCheck
 from dasd.tasks import Example, Task, select_split
 from dasd.tasks.base import decode_and_check
 from dasd.tasks.prompts import encode, fit_context, render_prompts
+from dasd.tasks.thinking import answer_part, opens_thinking
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +151,14 @@ def apply_adapter(model, adapter: str | Path):
 
 
 def score_answers(task: Task, examples: list[Example], answers: list[tuple[list[int], str]],
-                  tokenizer) -> list[dict[str, Any]]:
+                  tokenizer, open_block: bool = False) -> list[dict[str, Any]]:
     """Each answer (token ids, finish reason) of the matching example through the task's
     checker: response text, extracted answer, verdict (and other checkers' verdicts:
-    `checks`, e.g. math-verify's for MATH)."""
-    responses, checks = decode_and_check(task, tokenizer, [ids for ids, _ in answers], examples)
-    others = [task.other_checks(response, example)
+    `checks`, e.g. math-verify's for MATH). `open_block`: the prompts opened a thinking
+    block, so a response that never closes it has no answer."""
+    responses, checks = decode_and_check(task, tokenizer, [ids for ids, _ in answers], examples,
+                                         open_block)
+    others = [task.other_checks(answer_part(response, open_block), example)
               for response, example in zip(responses, examples, strict=True)]
     return [score(response, check, ids, reason, other) for response, check, (ids, reason), other
             in zip(responses, checks, answers, others, strict=True)]
@@ -304,8 +307,7 @@ def evaluate(config: EvalConfig, model=None, tokenizer=None) -> dict[str, Any]:
 def _fitting(config: EvalConfig, template, examples: list[Example], model,
              tokenizer) -> tuple[list[Example], list[str]]:
     """The examples whose question-only prompt fits the model beside `max_new_tokens`."""
-    lengths = [len(encode(tokenizer, render_prompts(tokenizer, template, e,
-                                                    config.chat_template_kwargs)[0]))
+    lengths = [len(encode(tokenizer, render_prompts(tokenizer, template, e, config)[0]))
                for e in examples]
     kept, skipped = fit_context(examples, lengths, prompt_limit(model, config.max_new_tokens),
                                 config.skip_long_prompts, "prompt")
@@ -323,22 +325,22 @@ def _decode_missing(config: EvalConfig, task: Task, template, output: RowsOutput
     total_tokens, start = 0, time.perf_counter()
     with progress_bar(label, total=remaining, initial=output.finished) as bar:
         for batch in todo:
-            prompts = [render_prompts(tokenizer, template, e, config.chat_template_kwargs)[0]
-                       for e in batch]
+            prompts = [render_prompts(tokenizer, template, e, config)[0] for e in batch]
             ids = [encode(tokenizer, p) for p in prompts]
+            open_block = opens_thinking(prompts[0])
             if config.sampling:
                 answers = sample_answers(config, model, tokenizer, ids, eos,
                                          seed=config.sample_seed + position[batch[0].id])
                 n = config.samples
                 scored = score_answers(task, [e for e in batch for _ in range(n)], answers,
-                                       tokenizer)
+                                       tokenizer, open_block)
                 rows = [make_sampled_row(config, e, p, scored[i * n:(i + 1) * n])
                         for i, (e, p) in enumerate(zip(batch, prompts, strict=True))]
             else:
                 results = generate_greedy(model, tokenizer, ids, config.max_new_tokens, eos)
-                rows = [make_row(config, e, p, scored) for e, p, scored in
-                        zip(batch, prompts, score_answers(task, batch, results, tokenizer),
-                            strict=True)]
+                scored = score_answers(task, batch, results, tokenizer, open_block)
+                rows = [make_row(config, e, p, answer) for e, p, answer in
+                        zip(batch, prompts, scored, strict=True)]
             output.append(rows)
             batch_tokens = sum(sum(a["n_tokens"] for a in row.get("samples", [row]))
                                for row in rows)

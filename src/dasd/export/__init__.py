@@ -10,7 +10,7 @@ TRL decides what a dataset is by its columns:
   slightly from the generated ones.
 - `conversational`: `prompt` as the messages that produced that prompt ([system?, user],
   from the one prompt builder) and `completion` as one assistant message; TRL applies the
-  tokenizer's chat template (with the run's `chat_template_kwargs`, kept per row).
+  tokenizer's chat template (with the base context's chat-template arguments, kept per row).
 - `ids`: `input_ids` (prompt ids + the completion ids generation produced, EOS included)
   and `completion_mask` (0 on the prompt; a row's `loss_mask` where it has one), which
   TRL trains on without tokenising: exactly what `dasd train` trains on.
@@ -40,8 +40,8 @@ from typing import Any, Literal
 from dasd.errors import DasdError
 from dasd.export.card import adapter_card, dataset_card, json_mapping, yaml_mapping
 from dasd.records import check_writable, read_jsonl_lines, sidecar
-from dasd.tasks import Example, get_task
-from dasd.tasks.prompts import fill, load_prompt_template, messages
+from dasd.tasks import Example, PromptTemplate, get_task
+from dasd.tasks.prompts import ChatSettings, fill, load_prompt_template, messages
 from dasd.training.data import to_example
 
 log = logging.getLogger(__name__)
@@ -207,12 +207,22 @@ def conversation(row: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any
     if prompts and not Path(prompts).is_file():
         raise DasdError(f"{row['_source']} was prompted with {prompts}, which is gone: "
                         "restore it, or use --style standard or ids")
-    template = load_prompt_template(prompts) if prompts else get_task(row["task"]).prompts
+    template = load_prompt_template(prompts) if prompts else _task_prompts(row, settings)
     example = Example(id=row["id"], question=row["question"], reference=row["reference"],
                       answer=row["gold_answer"], level=row.get("level"))
     return {"prompt": messages(template.system, fill(template.base, example)),
             "completion": [{"role": "assistant", "content": row["completion"]}],
-            "chat_template_kwargs": settings.get("chat_template_kwargs") or {}}
+            "chat_template_kwargs": ChatSettings.of(settings).base}  # the base context's
+
+
+def _task_prompts(row: dict[str, Any], settings: dict[str, Any]) -> PromptTemplate:
+    """The default prompts of the row's task (task custom's follow the checker that its
+    config.yaml records)."""
+    try:
+        return get_task(row["task"], settings.get("checker")).prompts
+    except DasdError as err:
+        raise DasdError(f"{row['_source']}: {err} (the rows' config.yaml records it: restore "
+                        "it, or use --style standard or ids)") from None
 
 
 def _write_dataset(columns: dict[str, list[Any]], file_format: str, folder: Path) -> None:

@@ -213,6 +213,23 @@ def check_numeric(response: str, gold: str) -> AnswerCheck:
     return AnswerCheck(format_number(value), how, gold_value is not None and value == gold_value)
 
 
+def check_exact(response: str, gold: str) -> AnswerCheck:
+    """Check a short final answer (task custom's `exact`): as numbers when both the answer
+    and `gold` read as one ("18.00" = "18"), else as text up to case and spacing."""
+    extracted, how = extract_answer(response)
+    if extracted is None:
+        return AnswerCheck(None, how, False)
+    value, gold_value = to_number(extracted), to_number(gold)
+    if value is not None and gold_value is not None:
+        return AnswerCheck(format_number(value), how, value == gold_value)
+    return AnswerCheck(extracted, how, _plain(extracted) == _plain(gold))
+
+
+def _plain(text: str) -> str:
+    """`text` as `exact` compares it: tidied, spaces collapsed, case folded."""
+    return " ".join(_tidy(text).split()).casefold()
+
+
 def check_math(response: str, gold: str) -> AnswerCheck:
     """Check a LaTeX final answer (MATH) with `math_equal`."""
     extracted, how = extract_answer(response)

@@ -12,6 +12,7 @@ from dasd.tasks.aime import AIMETask
 from dasd.tasks.arc import ARCTask
 from dasd.tasks.arith import ArithTask
 from dasd.tasks.base import Example, PromptTemplate, Task
+from dasd.tasks.custom import CustomTask
 from dasd.tasks.gsm8k import GSM8KTask
 from dasd.tasks.math import MathTask
 from dasd.tasks.mbpp import MBPPTask
@@ -20,12 +21,19 @@ from dasd.tasks.sample import counts, draw, ids_digest
 log = logging.getLogger(__name__)
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (
-    ArithTask, GSM8KTask, MathTask, ARCTask, MBPPTask, AIMETask)}
+    ArithTask, GSM8KTask, MathTask, ARCTask, MBPPTask, AIMETask, CustomTask)}
 
 
-def get_task(name: str) -> Task:
-    """The task called `name`; a typo gets a did-you-mean hint."""
-    return lookup(TASKS, name, "task")()
+def get_task(name: str, checker: str | None = None) -> Task:
+    """The task called `name`; a typo gets a did-you-mean hint. `checker` is task
+    custom's (`dasd.tasks.custom.CHECKERS`); the other tasks check their own way."""
+    task = lookup(TASKS, name, "task")
+    if checker is None:
+        return task()
+    if task is not CustomTask:
+        raise DasdError(f"checker '{checker}' is for task custom; task '{name}' checks its "
+                        "answers its own way: unset checker (--checker)")
+    return CustomTask(checker)
 
 
 @dataclass(frozen=True)
@@ -67,8 +75,9 @@ class ProblemSelection:
 
 
 def select_split(config, evaluation: bool = False) -> ProblemSelection:
-    """The problems of a decoding stage config (`task`, `prompts`, `split`, `data`,
-    `levels`, `limit`, `seed`, `sample`); an empty selection is an error.
+    """The problems of a decoding stage config (`task` with its `checker`, `prompts`,
+    `split`, `data` or `dataset_name`/`dataset_config`, `columns`, `levels`, `limit`, `seed`,
+    `sample`); an empty selection is an error.
 
     `levels` filters the split first; `limit` then draws `dasd.tasks.sample.draw` (a seeded
     sample stratified by level and subject, or `sample: first`). A task that generates its
@@ -79,18 +88,21 @@ def select_split(config, evaluation: bool = False) -> ProblemSelection:
     """
     from dasd.tasks.prompts import load_prompt_template
 
-    task = get_task(config.task)
+    task = get_task(config.task, getattr(config, "checker", None))
     template = load_prompt_template(config.prompts) if config.prompts else task.prompts
     levels = set(config.levels) if getattr(config, "levels", None) else None
     how = getattr(config, "sample", "stratified")
     held_out = getattr(config, "held_out", None)
-    if task.generates(config.data):
+    rows = {"columns": getattr(config, "columns", None),
+            "dataset_name": getattr(config, "dataset_name", None),
+            "dataset_config": getattr(config, "dataset_config", None)}
+    if task.generates(config.data or rows["dataset_name"]):  # no rows given: made up
         how = "generated"
         made = None if levels or config.limit is None else config.limit + (held_out or 0)
-        pool = task.load(config.split, seed=config.seed, limit=made)
+        pool = task.load(config.split, seed=config.seed, limit=made, **rows)
         split_size = None
     else:
-        pool = task.load(config.split, path=config.data, seed=config.seed)
+        pool = task.load(config.split, path=config.data, seed=config.seed, **rows)
         split_size = len(pool)
     if levels:
         pool = [e for e in pool if e.level in levels]
@@ -102,7 +114,8 @@ def select_split(config, evaluation: bool = False) -> ProblemSelection:
     if not examples:
         at = f" at levels {sorted(levels)}" if levels else ""
         raise DasdError(f"task '{config.task}' split '{config.split}' has no examples{at}")
-    source = config.data or ("generated" if how == "generated" else "hub")
+    source = config.data or rows["dataset_name"] or ("generated" if how == "generated"
+                                                     else "hub")
     selection = ProblemSelection(task, template, examples, pool, split_size,
                                  held_out or config.limit, how, source)
     _warn(selection, config, evaluation)
@@ -118,7 +131,8 @@ _WARNED: set[str] = set()  # a run selects the same problems for every stage: wa
 
 
 def _warn(selection: ProblemSelection, config, evaluation: bool) -> None:
-    where = f"{config.task}/{config.split}" + (f" ({config.data})" if config.data else "")
+    data = config.data or getattr(config, "dataset_name", None)
+    where = f"{config.task}/{config.split}" + (f" ({data})" if data else "")
     at = f" at levels {sorted(config.levels)}" if getattr(config, "levels", None) else ""
     warnings = []
     if selection.short:

@@ -45,6 +45,8 @@ class AIMETask(Task):
 
     name: ClassVar[str] = "aime"
     prompts: ClassVar[PromptTemplate] = BOXED_PROMPTS
+    fields: ClassVar[tuple[str, ...]] = ("problem", "question", "answer", "solution", "id",
+                                         "year")
 
     def examples(self, rows: list[dict[str, Any]], split: str, limit: int | None,
                  source: Callable[[int], str]) -> list[Example]:

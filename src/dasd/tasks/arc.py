@@ -90,6 +90,7 @@ class ARCTask(Task):
 
     name: ClassVar[str] = "arc_challenge"
     prompts: ClassVar[PromptTemplate] = CHOICE_PROMPTS
+    fields: ClassVar[tuple[str, ...]] = ("id", "question", "choices", "answerKey")
     hub_id: ClassVar[str] = "allenai/ai2_arc"
     hub_config: ClassVar[str] = "ARC-Challenge"
     hub_splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test")

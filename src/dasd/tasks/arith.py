@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from dasd.errors import DasdError
 from dasd.scoring import AnswerCheck, answers
 from dasd.tasks.base import Example, PromptTemplate, Task
 from dasd.tasks.io import (
@@ -320,12 +321,18 @@ class ArithTask(Task):
 
     name: ClassVar[str] = "arith"
     prompts: ClassVar[PromptTemplate] = NUMERIC_PROMPTS
+    fields: ClassVar[tuple[str, ...]] = ("question", "reference", "solution", "answer", "level",
+                                         "id")
 
     def load(self, split: str, path: str | None = None, limit: int | None = None,
-             seed: int = 0) -> list[Example]:
-        """Generated problems (`limit` defaults to 500), or the rows of `path` when given."""
-        if path is not None:
-            return super().load(split, path, limit, seed)
+             seed: int = 0, **rows: Any) -> list[Example]:
+        """Generated problems (`limit` defaults to 500), or the rows of `path` (or of
+        `rows["dataset_name"]`, see `Task.load`) when given."""
+        if path is not None or rows.get("dataset_name") is not None:
+            return super().load(split, path, limit, seed, **rows)
+        if rows.get("columns"):
+            raise DasdError("columns rename the columns of your rows, but arith generates its "
+                            "problems: give rows with --data or --dataset-name, or unset columns")
         check_split(self.name, split, SPLITS)
         check_limit(limit)
         return generate(split, DEFAULT_LIMIT if limit is None else limit, seed)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from dasd.errors import DasdError
+from dasd.registry import did_you_mean
 from dasd.scoring import AnswerCheck
 from dasd.tasks.io import check_limit, check_split, load_hub_rows, read_rows, row_source
+from dasd.tasks.thinking import answer_part
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,15 @@ class PromptTemplate:
 class Task(ABC):
     """A data set: how to load it, how to prompt it, how to check an answer.
 
-    Loading is shared: a local file (JSONL, JSON or Parquet) or the hub data set
-    `hub_id`/`hub_config`, then the task's own row mapping (`examples`)."""
+    Loading is shared: a local file (JSONL, JSON or Parquet), the user's data set
+    (`dataset_name`), or the task's own hub data set `hub_id`/`hub_config`; then the
+    user's column renames (`columns`: {field the task reads: column of the rows}); then
+    the task's own row mapping (`examples`)."""
 
     name: ClassVar[str]
     prompts: ClassVar[PromptTemplate]
+    # The row fields `examples` reads: the keys `columns` may map.
+    fields: ClassVar[tuple[str, ...]] = ()
     hub_id: ClassVar[str | None] = None
     hub_config: ClassVar[str | None] = None
     file_splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
@@ -57,15 +63,41 @@ class Task(ABC):
     check_workers: ClassVar[int] = 1
 
     def load(self, split: str, path: str | None = None, limit: int | None = None,
-             seed: int = 0) -> list[Example]:
-        """Examples of `split`, read from `path` (JSONL/JSON/Parquet) when given, else the
-        hub; the first `limit` in file order (`seed` is unused: the order is the file's;
-        `dasd.tasks.select_split` draws samples)."""
+             seed: int = 0, *, columns: Mapping[str, Any] | None = None,
+             dataset_name: str | None = None, dataset_config: str | None = None
+             ) -> list[Example]:
+        """Examples of `split`, read from `path` (JSONL/JSON/Parquet) when given, else from
+        the data set `dataset_name` (any split it has), else from the task's hub data set;
+        the first `limit` in file order (`seed` is unused: the order is the file's;
+        `dasd.tasks.select_split` draws samples). `columns` renames the rows' columns
+        first."""
         check_limit(limit)
-        check_split(self.name, split, self.file_splits if path is not None else self.hub_splits)
+        renames = self.column_renames(columns)
+        if path is not None and dataset_name is not None:
+            raise DasdError(f"data ({path}) and dataset_name ({dataset_name}) both name the "
+                            "problems: keep one")
         if path is not None:
-            return self.examples(read_rows(path), split, limit, lambda i: row_source(path, i))
-        return self.examples(self.hub_rows(split), split, limit, self.hub_source(split))
+            check_split(self.name, split, self.file_splits)
+            rows, source = read_rows(path), lambda i: row_source(path, i)
+        elif dataset_name is not None:
+            rows = load_hub_rows(dataset_name, dataset_config, split)
+            source = hub_row_source(dataset_name, dataset_config, split)
+        else:
+            check_split(self.name, split, self.hub_splits)
+            rows, source = self.hub_rows(split), self.hub_source(split)
+        return self.examples(rename_columns(rows, renames, source), split, limit, source)
+
+    def column_renames(self, columns: Mapping[str, Any] | None) -> dict[str, str]:
+        """`columns` checked against the fields this task reads: {field: column}."""
+        columns = dict(columns or {})
+        for key, column in columns.items():
+            if key not in self.fields:
+                raise DasdError(f"columns: task '{self.name}' reads {', '.join(self.fields)}; "
+                                f"'{key}' is not one of them{did_you_mean(key, self.fields)}")
+            if not isinstance(column, str) or not column.strip():
+                raise DasdError(f"columns: '{key}' must name a column of your rows (a "
+                                f"non-empty string), got {column!r}")
+        return columns
 
     @abstractmethod
     def examples(self, rows: list[dict[str, Any]], split: str, limit: int | None,
@@ -77,12 +109,12 @@ class Task(ABC):
         """The rows of `split` on the hub (the local cache when offline)."""
         if self.hub_id is None:
             raise DasdError(f"task '{self.name}' has no hub data set: pass a local "
-                            "JSONL/JSON/Parquet file with --data (generate.data, eval.data)")
+                            "JSONL/JSON/Parquet file with --data (generate.data, eval.data) "
+                            "or a data set with --dataset-name")
         return load_hub_rows(self.hub_id, self.hub_config, split)
 
     def hub_source(self, split: str) -> Callable[[int], str]:
-        config = f"{self.hub_config}, " if self.hub_config else ""
-        return lambda i: f"{self.hub_id} ({config}{split}) row {i + 1}"
+        return hub_row_source(self.hub_id or self.name, self.hub_config, split)
 
     def generates(self, path: str | None) -> bool:
         """Whether `load` makes its problems up from the seed rather than reading a split
@@ -107,9 +139,34 @@ class Task(ABC):
             return list(pool.map(lambda pair: self.check(*pair), pairs))
 
 
+def hub_row_source(dataset: str, config: str | None, split: str) -> Callable[[int], str]:
+    """Names row i of a hub data set in errors: "openai/gsm8k (main, test) row 3"."""
+    where = ", ".join(part for part in (config, split) if part)
+    return lambda i: f"{dataset} ({where}) row {i + 1}"
+
+
+def rename_columns(rows: list[dict[str, Any]], renames: Mapping[str, str],
+                   source: Callable[[int], str]) -> list[dict[str, Any]]:
+    """The rows with each field of `renames` read from its column; a row without the
+    column is an error naming the row, the column and the columns it has."""
+    if not renames:
+        return rows
+    renamed = []
+    for i, row in enumerate(rows):
+        for key, column in renames.items():
+            if column not in row:
+                raise DasdError(f"{source(i)}: no column '{column}' (columns: {key}={column}); "
+                                f"the row has {', '.join(row) or 'no columns'}")
+        renamed.append({**row, **{key: row[column] for key, column in renames.items()}})
+    return renamed
+
+
 def decode_and_check(task: Task, tokenizer, token_ids: list[list[int]],
-                     examples: list[Example]) -> tuple[list[str], list[AnswerCheck]]:
+                     examples: list[Example], open_block: bool = False
+                     ) -> tuple[list[str], list[AnswerCheck]]:
     """The response text of each token-id list and the task's verdict on it (`check_many`:
-    code tasks check several at once)."""
+    code tasks check several at once), read from the part after any thinking block
+    (`open_block`: the prompt opened one; see `dasd.tasks.thinking.answer_part`)."""
     responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
-    return responses, task.check_many(list(zip(responses, examples, strict=True)))
+    answers = [answer_part(response, open_block) for response in responses]
+    return responses, task.check_many(list(zip(answers, examples, strict=True)))

@@ -44,6 +44,7 @@ class GSM8KTask(Task):
 
     name: ClassVar[str] = "gsm8k"
     prompts: ClassVar[PromptTemplate] = NUMERIC_PROMPTS
+    fields: ClassVar[tuple[str, ...]] = ("question", "answer")
     hub_id: ClassVar[str] = "openai/gsm8k"
     hub_config: ClassVar[str] = "main"
 

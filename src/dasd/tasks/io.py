@@ -90,19 +90,22 @@ def row_source(path: str | Path, index: int) -> str:
 def load_hub_rows(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
     """Rows of one split of a hub data set; any failure becomes one DasdError line.
 
-    Inside `local_only()` (`--plan`) nothing is downloaded: a data set that is not in the
-    local Hugging Face cache is an error at once, and a cached one is read offline.
+    `hub_id` may also be a local data set folder, which is read as it is. Inside
+    `local_only()` (`--plan`) nothing is downloaded: a data set that is not in the local
+    Hugging Face cache is an error at once, and a cached one is read offline.
     """
-    if _LOCAL_ONLY:
+    if _LOCAL_ONLY and not Path(hub_id).is_dir():
         return _cached_hub_rows(hub_id, config, split)
-    try:
-        from datasets import load_dataset
+    import datasets
 
-        return [dict(row) for row in load_dataset(hub_id, config, split=split)]
+    try:
+        return [dict(row) for row in datasets.load_dataset(hub_id, config, split=split)]
     except Exception as error:  # network, auth, missing split, cache corruption...
         where = ", ".join(part for part in (config, split) if part)
+        online = ("go online (unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) to download it, or "
+                  if datasets.config.HF_HUB_OFFLINE else "")
         raise DasdError(f"could not load '{hub_id}' ({where}) from the hub: {_short(error)}; "
-                        "pass a local JSONL/Parquet file with --data instead") from None
+                        f"{online}pass a local JSONL/Parquet file with --data instead") from None
 
 
 _LOCAL_ONLY: list[bool] = []  # non-empty inside `local_only()`

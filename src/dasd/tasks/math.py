@@ -77,6 +77,8 @@ class MathTask(Task):
 
     name: ClassVar[str] = "math"
     prompts: ClassVar[PromptTemplate] = BOXED_PROMPTS
+    fields: ClassVar[tuple[str, ...]] = ("problem", "solution", "answer", "level", "type",
+                                         "subject", "unique_id")
 
     def examples(self, rows: list[dict[str, Any]], split: str, limit: int | None,
                  source: Callable[[int], str]) -> list[Example]:

@@ -84,26 +84,28 @@ def program_with_tests(code: str, example: Example) -> str:
     return "\n\n".join(part for part in parts if part.strip()) + "\n"
 
 
-def _string_list(row: dict[str, Any], name: str, source: str, empty_ok: bool) -> list[str]:
+def assert_list(row: dict[str, Any], name: str, source: str, empty_ok: bool) -> list[str]:
+    """The assert lines of `row[name]`, or a DasdError naming `source` (also for an empty
+    list unless `empty_ok`, which also lets the field be absent)."""
     value = row.get(name)
     if value is None and empty_ok:
         return []
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise DasdError(f"{source}: '{name}' must be a list of assert strings")
     if not value and not empty_ok:
-        raise DasdError(f"{source}: '{name}' is empty; MBPP needs at least one test")
+        raise DasdError(f"{source}: '{name}' is empty; at least one test is needed")
     return value
 
 
 def _example(row: dict[str, Any], split: str, source: str) -> Example:
     require(row, ("text", "code", "task_id", "test_list"), source, reference="code")
-    tests = _string_list(row, "test_list", source, empty_ok=False)
+    tests = assert_list(row, "test_list", source, empty_ok=False)
     setup = row.get("test_setup_code") or ""
     if not isinstance(setup, str):
         raise DasdError(f"{source}: 'test_setup_code' must be a string")
     meta = {"task_id": row["task_id"], "text": str(row["text"]), "test_list": tests,
             "test_setup_code": setup.replace("\r\n", "\n"),
-            "challenge_test_list": _string_list(row, "challenge_test_list", source, True)}
+            "challenge_test_list": assert_list(row, "challenge_test_list", source, True)}
     return Example(f"mbpp-{row['task_id']}", question_text(str(row["text"]), tests),
                    str(row["code"]).replace("\r\n", "\n"), tests[0], meta=meta)
 
@@ -128,6 +130,8 @@ class MBPPTask(Task):
 
     name: ClassVar[str] = "mbpp"
     prompts: ClassVar[PromptTemplate] = PROMPTS
+    fields: ClassVar[tuple[str, ...]] = ("text", "code", "task_id", "test_list",
+                                         "test_setup_code", "challenge_test_list")
     hub_id: ClassVar[str] = "google-research-datasets/mbpp"
     hub_config: ClassVar[str] = "full"
     file_splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test", "prompt")
@@ -136,16 +140,16 @@ class MBPPTask(Task):
     check_workers: ClassVar[int] = min(8, os.cpu_count() or 1)
 
     def load(self, split: str, path: str | None = None, limit: int | None = None,
-             seed: int = 0) -> list[Example]:
+             seed: int = 0, **rows: Any) -> list[Example]:
         """The first `limit` rows in file order (`seed` is unused: the order is the file's).
 
         Every row of the file or split is checked, so a malformed row is reported even
         beyond `limit`. The sandbox's interpreter is checked first (once per process), so a
         machine where no program could import the standard library stops here, not with
-        every answer scored wrong.
+        every answer scored wrong. `rows`: where else the rows come from (`Task.load`).
         """
         sandbox_python(self.sandbox)
-        return super().load(split, path, limit, seed)
+        return super().load(split, path, limit, seed, **rows)
 
     def examples(self, rows: list[dict[str, Any]], split: str, limit: int | None,
                  source: Callable[[int], str]) -> list[Example]:
@@ -156,8 +160,15 @@ class MBPPTask(Task):
         return run_python(program_with_tests(code, example), self.sandbox)
 
     def check(self, response: str, example: Example) -> AnswerCheck:
-        code, how = extract_code(response)
-        if not code.strip():
-            return AnswerCheck(None, "none", False, outcome="no-code")
-        result = self.run_tests(code, example)
-        return AnswerCheck(code, how, result.passed, outcome=result.status)
+        return check_code(response, example, self.run_tests)
+
+
+def check_code(response: str, example: Example,
+               run_tests: Callable[[str, Example], SandboxResult]) -> AnswerCheck:
+    """The code of `response` run against the example's tests (`run_tests`): correct when
+    every assert passes; `outcome` is the sandbox's status, or "no-code"."""
+    code, how = extract_code(response)
+    if not code.strip():
+        return AnswerCheck(None, "none", False, outcome="no-code")
+    result = run_tests(code, example)
+    return AnswerCheck(code, how, result.passed, outcome=result.status)

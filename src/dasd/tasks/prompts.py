@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dasd.errors import DasdError
 from dasd.records import read_text
 from dasd.tasks.base import Example, PromptTemplate
+from dasd.tasks.thinking import THINK_OPEN, thinking_prefix
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +111,74 @@ def fill(text: str, example: Example) -> str:
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
 
 
+THINKING_BLOCKS = ("shared", "own", "open")
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """The chat-template arguments of each context and how their thinking blocks align.
+
+    `base` and `reference` are `chat_template_kwargs` with each context's own arguments
+    over them (the base context is the student's, and the one evaluation prompts with).
+    `thinking_block` says what the reference prompt ends with when a template leaves a
+    thinking block after the assistant header: `shared`, the base prompt's (both contexts
+    then predict the first response token at the same point); `own`, its own rendering;
+    `open`, an open `<think>` (the reference context reads the response as its thinking).
+    """
+
+    base: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    thinking_block: str = "shared"
+
+    @classmethod
+    def of(cls, config: Any) -> ChatSettings:
+        """The settings of a stage config (`chat_template_kwargs`, `base_chat_template_kwargs`,
+        `reference_chat_template_kwargs`, `thinking_block`), or a mapping of them (a
+        resolved config as written); None: the defaults."""
+        def get(key: str) -> Any:
+            return (config.get(key) if isinstance(config, dict)
+                    else getattr(config, key, None)) or None
+
+        shared = get("chat_template_kwargs") or {}
+        return cls({**shared, **(get("base_chat_template_kwargs") or {})},
+                   {**shared, **(get("reference_chat_template_kwargs") or {})},
+                   get("thinking_block") or "shared")
+
+
 def render_prompts(tokenizer: Any, template: PromptTemplate, example: Example,
-                   chat_template_kwargs: dict[str, Any] | None = None) -> tuple[str, str]:
+                   config: Any = None) -> tuple[str, str]:
     """(base_text, reference_text): both prompts ready to tokenize, ending where the answer starts.
 
     With a chat template, each is `apply_chat_template` over [system?, user] with the
-    generation prompt added; `template.system` None keeps the template's own default.
-    Without one (a base model), the fallback is plain text:
+    generation prompt added and its context's arguments (`ChatSettings.of(config)`);
+    `template.system` None keeps the template's own default. The reference prompt's
+    thinking block is then aligned as `thinking_block` says. Without a chat template (a
+    base model), the fallback is plain text:
     "<system>\\n\\n" (if any) + "Question: <user message>\\n\\nAnswer:".
     """
-    return (_render(tokenizer, template.system, fill(template.base, example), chat_template_kwargs),
-            _render(tokenizer, template.system, fill(template.reference, example),
-                    chat_template_kwargs))
+    chat = ChatSettings.of(config)
+    base = _render(tokenizer, template.system, fill(template.base, example), chat.base)
+    reference = _render(tokenizer, template.system, fill(template.reference, example),
+                        chat.reference)
+    if chat.thinking_block == "open" and not has_token(tokenizer, THINK_OPEN):
+        raise DasdError("thinking_block open needs a tokenizer with a <think> token; this "
+                        "model has none: use shared or own")
+    return base, align_thinking(reference, base, chat.thinking_block)
+
+
+def has_token(tokenizer: Any, token: str) -> bool:
+    """Whether `token` is one token of `tokenizer`'s vocabulary."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    return token_id is not None and token_id != tokenizer.unk_token_id
+
+
+def align_thinking(reference: str, base: str, thinking_block: str) -> str:
+    """`reference` ending with the thinking block `thinking_block` asks for (see
+    `ChatSettings`)."""
+    if thinking_block == "own":
+        return reference
+    head = reference[:len(reference) - len(thinking_prefix(reference))]
+    return head + (thinking_prefix(base) if thinking_block == "shared" else THINK_OPEN + "\n")
 
 
 def _render(tokenizer: Any, system: str | None, user: str,

@@ -56,14 +56,68 @@ def divergence_terms(student_logits: Tensor, teacher_logits: Tensor, beta: float
     return beta * _kl_terms(log_t, log_m) + (1 - beta) * _kl_terms(log_s, log_m)
 
 
+# The most vocabulary-wide entries one chunk of positions may hold (a float32 `[rows, V]`
+# intermediate of 32 MB; a divergence makes about a dozen): see `per_position`.
+CHUNK_ENTRIES = 2**23
+
+
+def per_position(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
+    """`fn` (`[N, V]` tensors -> `[N]`) over the positions of `[..., V]` tensors, in chunks of
+    at most `CHUNK_ENTRIES` entries.
+
+    A divergence makes about a dozen float32 copies of the logits (two log-softmaxes, the
+    mixture, the terms, their gradients); chunked, they never exceed one chunk's, whatever
+    the rollout length and vocabulary (152k entries for Qwen3). The backward pass
+    recomputes each chunk and writes its gradient into one buffer per input. Each
+    position's value is computed by the same operations either way."""
+    lead, vocab = tensors[0].shape[:-1], tensors[0].shape[-1]
+    flat = [t.reshape(-1, vocab) for t in tensors]
+    rows = max(1, CHUNK_ENTRIES // vocab)
+    if flat[0].shape[0] <= rows:
+        return fn(*flat).reshape(lead)
+    return _Chunked.apply(fn, rows, *flat).reshape(lead)
+
+
+class _Chunked(torch.autograd.Function):
+    """`per_position`'s chunks: forward without keeping intermediates, backward by
+    recomputing one chunk at a time."""
+
+    @staticmethod
+    def forward(ctx, fn, rows, *flat):
+        ctx.fn, ctx.rows = fn, rows
+        ctx.save_for_backward(*flat)
+        return torch.cat([fn(*(t[start:start + rows] for t in flat))
+                          for start in range(0, flat[0].shape[0], rows)])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        flat, rows = ctx.saved_tensors, ctx.rows
+        wanted = ctx.needs_input_grad[2:]
+        grads = [torch.empty_like(t) if want else None for t, want in zip(flat, wanted,
+                                                                         strict=True)]
+        for start in range(0, flat[0].shape[0], rows):
+            chunk = [t[start:start + rows].detach().requires_grad_(want)
+                     for t, want in zip(flat, wanted, strict=True)]
+            with torch.enable_grad():
+                out = ctx.fn(*chunk)
+            inputs = [c for c, want in zip(chunk, wanted, strict=True) if want]
+            parts = iter(torch.autograd.grad(out, inputs, grad_out[start:start + rows]))
+            for grad in grads:
+                if grad is not None:
+                    grad[start:start + rows] = next(parts)
+        return (None, None, *grads)
+
+
 def token_divergence(student_logits: Tensor, teacher_logits: Tensor, beta: float,
                      clip: float | None = 0.05) -> Tensor:
     """Divergence per position `[B, T]`: each vocabulary term capped at `clip` (None: no cap),
-    then summed. The cap keeps a few stylistic tokens from carrying the whole update."""
-    terms = divergence_terms(student_logits, teacher_logits, beta)
-    if clip is not None:
-        terms = terms.clamp(max=clip)
-    return terms.sum(-1)
+    then summed. The cap keeps a few stylistic tokens from carrying the whole update.
+    Memory-bounded: computed `per_position`."""
+    def clipped_sum(student: Tensor, teacher: Tensor) -> Tensor:
+        terms = divergence_terms(student, teacher, beta)
+        return (terms if clip is None else terms.clamp(max=clip)).sum(-1)
+
+    return per_position(clipped_sum, student_logits, teacher_logits)
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -106,9 +160,12 @@ def pw_opsd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor,
 
 
 def token_entropy(logits: Tensor) -> Tensor:
-    """Entropy in nats of softmax(logits) per position `[B, T]`."""
-    log_p = torch.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(-1)
+    """Entropy in nats of softmax(logits) per position `[B, T]` (`per_position`)."""
+    def entropy(chunk: Tensor) -> Tensor:
+        log_p = torch.log_softmax(chunk, dim=-1)
+        return -(log_p.exp() * log_p).sum(-1)
+
+    return per_position(entropy, logits)
 
 
 def _row_statistics(entropy: Tensor, mask: Tensor, rho: float) -> tuple[Tensor, Tensor]:

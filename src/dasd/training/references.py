@@ -64,9 +64,8 @@ def reference_rows(config: Any, tokenizer) -> list[dict[str, Any]]:
     """Rows for the split a stage config names (`task`, `split`, `data`, `limit`, `seed`,
     `prompts`, optional `chat_template_kwargs`; e.g. a `GenerateConfig`)."""
     _, template, examples = load_split(config)
-    kwargs = getattr(config, "chat_template_kwargs", None)
     return [reference_row(config, example,
-                          render_prompts(tokenizer, template, example, kwargs)[0], tokenizer)
+                          render_prompts(tokenizer, template, example, config)[0], tokenizer)
             for example in examples]
 
 

@@ -1,12 +1,12 @@
 """Verifiable rewards: each task's own answer checker as a TRL reward function.
 
 The reward of a rollout is 1.0 when the task's `check` (the one `dasd eval` scores with:
-math-verify / numeric answers, the MBPP sandbox, the ARC letter) accepts its final answer,
-else 0.0. A TRL reward function is called as `f(prompts, completions, **columns)` with
-every dataset column as a keyword (`GRPOTrainer`, `SDPOTrainer`); the on-policy datasets
-carry each problem's `id`, which is how the checker finds the gold answer (and, for code,
-the tests). Completions may be plain text or TRL's conversational form
-(`[{"role": "assistant", "content": ...}]`).
+math-verify / numeric answers, the MBPP sandbox, the ARC letter) accepts its final answer
+(read after any thinking block), else 0.0. A TRL reward function is called as
+`f(prompts, completions, **columns)` with every dataset column as a keyword
+(`GRPOTrainer`, `SDPOTrainer`); the on-policy datasets carry each problem's `id`, which
+is how the checker finds the gold answer (and, for code, the tests). Completions may be
+plain text or TRL's conversational form (`[{"role": "assistant", "content": ...}]`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from dasd.errors import DasdError
 from dasd.tasks import Example, Task
+from dasd.tasks.thinking import answer_part, opens_thinking
 
 RewardFn = Callable[..., list[float]]
 # The key under which TRL's SDPOTrainer logs the mean reward of a step's rollouts
@@ -48,7 +49,8 @@ def task_reward(task: Task, examples: Iterable[Example]) -> RewardFn:
             raise DasdError(f"the {task.name} reward has no problem with id "
                             f"{', '.join(map(str, missing[:3]))}: build it from the same "
                             "problems as the dataset")
-        pairs = [(completion_text(c), by_id[i]) for c, i in zip(completions, id, strict=True)]
+        pairs = [(answer_part(completion_text(c), isinstance(p, str) and opens_thinking(p)),
+                  by_id[i]) for p, c, i in zip(prompts, completions, id, strict=True)]
         return [1.0 if check.correct else 0.0 for check in task.check_many(pairs)]
 
     reward.__name__ = reward.__qualname__ = f"{task.name}_correct"

@@ -51,6 +51,8 @@ def test_each_method_trains_and_saves_a_loadable_adapter(tmp_path, method):
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert all("divergence" in row for row in log if "loss" in row)
     assert all(REWARD_LOG_KEY in row for row in log if "loss" in row)  # every method's rollouts
+    peaks = [row["peak_memory_mb"] for row in log if "loss" in row]
+    assert len(peaks) == 3 and min(peaks) > 0 and summary["peak_memory_mb"] == max(peaks)
     assert summary["seconds_per_step"] > 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["method"] == method and saved["trainer"]["learning_rate"] == 1e-2

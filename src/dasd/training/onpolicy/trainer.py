@@ -41,10 +41,11 @@ import torch
 
 from dasd.config import write_resolved_config
 from dasd.errors import DasdError
+from dasd.memory import step_peak_mb
 from dasd.models import load_model, pick_device, prompt_limit
 from dasd.records import check_writable
 from dasd.tasks import load_split
-from dasd.tasks.prompts import encode, fit_context, render_prompts
+from dasd.tasks.prompts import ChatSettings, encode, fit_context, render_prompts
 from dasd.training.adapters import record_base_model
 from dasd.training.losses import opsd_loss, token_entropy
 from dasd.training.onpolicy import get_onpolicy_method
@@ -69,7 +70,7 @@ def build_dataset(config: OnPolicyConfig, tokenizer, model=None):
     limit = trainer["max_prompt_length"]
     rows, lengths = {}, []
     for example in examples:
-        base, reference = render_prompts(tokenizer, template, example, config.chat_template_kwargs)
+        base, reference = render_prompts(tokenizer, template, example, config)
         length = len(encode(tokenizer, reference))
         if length > limit:
             raise DasdError(f"the reference prompt of {example.id} has {length} tokens, over "
@@ -94,7 +95,7 @@ def sdpo_args(config: OnPolicyConfig, device: torch.device):
         output_dir=config.out, seed=config.seed, **{**precision_args(device, args), **args},
         distillation_mode="full_logits",
         use_successful_as_teacher=False,  # the teacher sees the reference prompt instead
-        chat_template_kwargs=config.chat_template_kwargs or None,
+        chat_template_kwargs=ChatSettings.of(config).base or None,  # the student's
     )
 
 
@@ -189,6 +190,11 @@ def _trainer_cls():
             for name, value in extra.items():
                 self._metrics[mode][name].append(value)
 
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs:  # a training step's log: the memory it peaked at
+                logs["peak_memory_mb"] = step_peak_mb(self.args.device)
+            super().log(logs, start_time)
+
         def _warn_on_inactive_self_distillation(self, mode: str) -> None:
             pass  # SDPO's warning about its successful-rollout teacher; ours always runs
 
@@ -270,6 +276,7 @@ def _summary(config: OnPolicyConfig, trainer, prompts: int, seconds: float) -> d
     losses, divergences = _series(rows, "loss"), _series(rows, "divergence")
     rewards = [r for r in _series(rows, REWARD_LOG_KEY) if r is not None]
     lengths = _series(rows, "completions/mean_length")
+    memory = _series(rows, "peak_memory_mb")
     trainable, total = trainer.model.get_nb_trainable_parameters()
     steps = trainer.state.global_step
     return {
@@ -288,6 +295,8 @@ def _summary(config: OnPolicyConfig, trainer, prompts: int, seconds: float) -> d
         "seconds": seconds, "seconds_per_step": seconds / steps if steps else None,
         "trainable_params": trainable, "total_params": total,
         "device": str(trainer.args.device),
+        # per logged step: CUDA's allocator peak on a GPU, the process's resident peak on CPU
+        "peak_memory_mb": max(memory) if memory else None,
         "mixed_precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else None,
         "settings": {**config.settings, **{name: config.trainer.get(name) for name in (
             "learning_rate", "max_grad_norm", "temperature", "top_p", "top_k")},
