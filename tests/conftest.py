@@ -72,11 +72,11 @@ def make_qwen3_model(vocab_size: int, eos_id: int, seed: int = 0) -> Qwen3ForCau
     torch.manual_seed(seed)
     config = Qwen3Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         head_dim=16, max_position_embeddings=2048, tie_word_embeddings=True,
+                         head_dim=16, max_position_embeddings=2048, tie_word_embeddings=False,
                          pad_token_id=0, eos_token_id=eos_id)
     model = Qwen3ForCausalLM(config).eval()
     with torch.no_grad():
-        model.lm_head.weight.mul_(8.0)
+        model.lm_head.weight.mul_(12.0)
         model.lm_head.weight[eos_id] += 0.3 * model.model.norm.weight.sign()
     return model
 

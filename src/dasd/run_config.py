@@ -22,7 +22,7 @@ from dasd.training import TrainConfig
 from dasd.training.onpolicy.config import OnPolicyConfig
 
 # On-policy methods train on the generate section's problems (the same ones).
-PROBLEM_KEYS = ("split", "data", "columns", "dataset_name", "dataset_config", "checker",
+PROBLEM_KEYS = ("split", "data", "columns", "dataset_name", "dataset_config",
                 "limit", "sample", "levels", "prompts",
                 "chat_template_kwargs", "base_chat_template_kwargs",
                 "reference_chat_template_kwargs", "thinking_block")
@@ -177,6 +177,7 @@ def _section(base: type, keys_of: dict[str, type], where: str) -> type:
                             f"method's entry, e.g. methods: [{{name: x, <key>: ...}}] ({where})")
     renamed["method"] = "each entry of methods names its method"
     renamed["settings"] = renamed["method"]
+    renamed["checker"] = "set checker at the top of the run config, beside task"
     namespace = {"RENAMED": {**getattr(base, "RENAMED", {}), **renamed}}
     if hasattr(base, "extra_keys"):
         method_keys = set(settings_flags(keys_of))
@@ -218,6 +219,9 @@ class RunConfig:
         "help": "hub id, local model directory, .gguf file, or 'smollm2-135m'"})
     task: str = field(default="arith", metadata={
         "help": "task name", "choices": "dasd.tasks:TASKS"})
+    checker: str | None = field(default=None, metadata={
+        "help": "how task custom checks answers, in every stage (generate, train, eval)",
+        "choices": "dasd.tasks.custom:CHECKERS", "omit_default": True})
     seed: int = field(default=0, metadata={"help": "seed of data, LoRA init and shuffling"})
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16, float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
@@ -328,8 +332,8 @@ class RunConfig:
         the problems whose references it trains on. A sampling rule in a run with `seeds`
         samples once per training seed (`seed`; the run's `seed` still draws the
         problems)."""
-        changes = {"model": self.model, "task": self.task, "seed": self.seed,
-                   "dtype": self.dtype, "device": self.device,
+        changes = {"model": self.model, "task": self.task, "checker": self.checker,
+                   "seed": self.seed, "dtype": self.dtype, "device": self.device,
                    "out": str(Path(self.out_dir) / "generate" / _seed_folder(seed)
                               / f"{spec.name}.jsonl"),
                    **({"sample_seed": seed} if seed is not None and spec.decodes else {}),
@@ -401,6 +405,7 @@ class RunConfig:
             problems["levels"] = spec.levels
         return _replace(
             self.onpolicy, f"method '{spec.name}' train", model=self.model, task=self.task,
+            checker=self.checker,
             seed=self.seed, dtype=self.dtype, device=self.device, method=spec.method,
             settings=spec.settings, out=str(Path(self.out_dir) / "train" / spec.name),
             **{**problems, **self._checkpoints(), **spec.train})
@@ -414,7 +419,8 @@ class RunConfig:
         sampling = ({"sample_seed": self.eval.sample_seed + seed}
                     if seed is not None and self.eval.sampling else {})
         return dataclasses.replace(
-            self.eval, model=self.model, task=self.task, seed=self.seed, dtype=self.dtype,
+            self.eval, model=self.model, task=self.task, checker=self.checker, seed=self.seed,
+            dtype=self.dtype,
             device=self.device, adapter=adapter, **sampling,
             out=str(Path(self.out_dir) / "eval" / _seed_folder(seed) / f"{name}.jsonl"))
 
