@@ -8,6 +8,8 @@ drive a logits processor as vLLM would (read from vLLM 0.11's `gpu_input_batch.p
   (`kv_tokens`) cannot hold a step, the last admitted request is preempted (its computed
   tokens dropped, its output kept) and waits at the front to be recomputed; a step that
   preempted admits nobody;
+- the persistent batch outlives a call, as vLLM's does (the finished requests of one call
+  leave it at the next call's first step);
 - every step, requests that are not scheduled leave the persistent batch (`removed`, or
   the source of a condensing move), new and resumed ones take the lowest free slot
   (`added`, with the request's live output list), holes are filled from the tail
@@ -64,18 +66,18 @@ class FakePersistentBatch:
         self.chunked, self.swap_every = chunked, swap_every
         self.preempt_at = dict(preempt_at or {})
         self.calls, self.preemptions = 0, 0
+        self.slots: list[tuple[int, int] | None] = []  # (call, request); kept across calls
 
     def run(self, requests, core) -> list[list[int]]:
         self.calls += 1
         reqs = [Request(list(prompt), params) for prompt, params in requests]
         waiting, running = deque(range(len(reqs))), []
-        slots: list[int | None] = []  # slot -> request index
         step = 0
         while waiting or running:
             scheduled = self._schedule(reqs, waiting, running, step)
-            update = self._update(slots, scheduled, reqs, step)
+            update = self._update(self.slots, scheduled, reqs, step)
             core.update_state(update)
-            rows = [r for r in slots if r is not None]
+            rows = [r for _, r in self.slots]
             logits = torch.stack([self._logits(reqs[r], scheduled[r]) for r in rows])
             logits = core.apply(logits)
             for row, r in enumerate(rows):
@@ -129,18 +131,19 @@ class FakePersistentBatch:
         self.preemptions += 1
 
     def _update(self, slots, scheduled, reqs, step) -> BatchUpdate:
-        removed = [i for i, r in enumerate(slots) if r is not None and r not in scheduled]
+        now = {(self.calls, r) for r in scheduled}
+        removed = [i for i, entry in enumerate(slots) if entry is not None and entry not in now]
         for i in removed:
             slots[i] = None
         free = sorted(removed)
         added = []
         for r in scheduled:
-            if r in slots:
+            if (self.calls, r) in slots:
                 continue
             index = free.pop(0) if free else len(slots)
             if index == len(slots):
                 slots.append(None)
-            slots[index] = r
+            slots[index] = (self.calls, r)
             added.append((index, reqs[r].params, reqs[r].prompt, reqs[r].output))
             removed = [i for i in removed if i != index]
         moved = []

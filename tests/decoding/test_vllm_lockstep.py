@@ -120,7 +120,7 @@ def case(seed: int):
 def test_lockstep_equals_the_step_engine(method, settings, schedule, one_thread):
     """Every rule, token for token and statistic for statistic; where the scheduler splits
     pairs, the split pairs are found and decoded again alone."""
-    model, refs, bases = case(3)
+    model, refs, bases = case(7)  # pairs ending on EOS and on the length limit
     rule, keys = build_rule(method, seed=7, **settings), [f"p{i}" for i in range(len(refs))]
     expected = decode_pairs(model, refs, bases, rule, [EOS], 16, PAD, keys=keys)
     budget, chunked, swaps = schedule
@@ -184,3 +184,90 @@ def test_kv_pressure_preempts_the_last_admitted_and_still_matches(one_thread):
                                          pairs_per_call=3)
     assert_same_traces(got, expected)
     assert engine.preemptions > 0 and summary.fallback == 0
+
+
+class FakeLLM:
+    """`vllm.LLM.generate` over the fake persistent batch, with the lockstep processor as
+    vLLM would run it (`RequestProcessor`), outputs shaped like vLLM's (the stop token left
+    out of `token_ids`, as `finish_reason` "stop" says)."""
+
+    def __init__(self, model, eos_ids, **batch):
+        from dasd.decoding.vllm_lockstep_engine import RequestProcessor
+
+        self.batch = FakePersistentBatch(model, eos_ids, **batch)
+        self.processor, self.eos = RequestProcessor(), set(eos_ids)
+
+    def generate(self, prompts, params, use_tqdm=False):
+        from types import SimpleNamespace
+
+        outputs = self.batch.run([(p["prompt_token_ids"], q) for p, q in
+                                  zip(prompts, params, strict=True)], self.processor)
+        results = []
+        for ids in outputs:
+            stop = bool(ids) and ids[-1] in self.eos
+            completion = SimpleNamespace(token_ids=ids[:-1] if stop else ids,
+                                         finish_reason="stop" if stop else "length")
+            results.append(SimpleNamespace(outputs=[completion]))
+        return results
+
+
+@pytest.mark.parametrize("method, settings", RULES)
+def test_the_vllm_engine_path_equals_the_step_engine(method, settings, one_thread):
+    """What travels through vLLM: the rule and key in extra_args, the records through a
+    file, pair ids unique across calls, the stop token restored."""
+    from types import SimpleNamespace
+
+    from dasd.decoding.vllm_lockstep_engine import VLLMLockstepEngine
+
+    model, refs, bases = case(7)
+    rule, keys = build_rule(method, seed=3, **settings), [f"p{i}" for i in range(len(refs))]
+    expected = decode_pairs(model, refs, bases, rule, [EOS], 16, PAD, keys=keys)
+    llm = FakeLLM(model, [EOS], token_budget=48)
+    engine = VLLMLockstepEngine(llm, [EOS], lambda **kw: SimpleNamespace(**kw))
+    got, summary = decode_pairs_lockstep(engine, refs, bases, rule, [EOS], 16, keys=keys)
+    assert_same_traces(got, expected)
+    assert summary.fallback == 0 and {t.finish_reason for t in expected} == {"eos", "length"}
+
+
+def test_unsupported_vllm_versions_are_refused(monkeypatch):
+    from dasd.decoding.vllm_lockstep_engine import check_vllm_version, rule_spec
+    from dasd.errors import DasdError
+
+    monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER", raising=False)
+    check_vllm_version("0.11.2")
+    for version in ("0.10.2", "0.34.0"):
+        with pytest.raises(DasdError, match="needs vLLM >= 0.11, < 0.34"):
+            check_vllm_version(version)
+    import os
+
+    check_vllm_version("0.32.1")
+    assert os.environ["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    assert rule_spec(build_rule("dasd-sample", seed=2))["method"] == "dasd-sample"
+    assert rule_spec(build_rule("dasd", guard=0.5))["settings"]["guard"] == 0.5
+
+
+def test_generate_on_vllm_picks_lockstep_and_serves_stateful_rules(one_thread):
+    """`--engine vllm --vllm.path lockstep`: the stage's decode function goes through the
+    lockstep engine (hint, a stateful rule that draft-and-verify refuses, included)."""
+    from types import SimpleNamespace
+
+    from dasd.config import build_config
+    from dasd.decoding.generate import GenerateConfig
+    from dasd.decoding.vllm_model import VLLMModel, decode_pairs_on_vllm
+    from dasd.errors import DasdError
+
+    with pytest.raises(DasdError, match="cannot use the draft-verify engine"):
+        build_config(GenerateConfig, {"engine": "vllm", "method": "hint"})
+    config = build_config(GenerateConfig, {"engine": "vllm", "method": "hint",
+                                           "vllm": {"path": "lockstep"}})
+    model, refs, bases = case(7)
+    keys = [f"p{i}" for i in range(len(refs))]
+    rule = build_rule("hint", beta=3.0, temperature=1.0, marker="")
+    served = VLLMModel(FakeLLM(model, [EOS]), model.config, lockstep=True,
+                       sampling_params=lambda **kw: SimpleNamespace(**kw))
+    counted = []
+    got = config.decoder()(served, refs, bases, rule, [EOS], 16, PAD, counted.append,
+                           keys=keys)
+    assert config.decoder().func is decode_pairs_on_vllm
+    assert_same_traces(got, decode_pairs(model, refs, bases, rule, [EOS], 16, PAD, keys=keys))
+    assert sum(counted) == sum(len(t.token_ids) for t in got)

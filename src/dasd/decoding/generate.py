@@ -48,8 +48,8 @@ class GenerateConfig(DecodeStageConfig):
     engine: Literal["step", "draft-verify", "vllm"] = field(default="step", metadata={
         "help": "step: both contexts advance one token per forward; draft-verify: the "
                 "reference drafts a chunk, the base scores it in one pass (same tokens; "
-                "dasd/sd/base only); vllm: draft-verify served by vLLM (GPU, installed in "
-                "its own environment)", "effect": "none"})
+                "dasd/sd/base only); vllm: served by vLLM (GPU, installed in its own "
+                "environment), by draft-verify or in lockstep (vllm.path)", "effect": "none"})
     chunk_size: int | None = field(default=None, metadata={
         "help": "draft-verify, vllm: tokens per draft (default: adapts to the acceptance "
                 "rate)", "effect": "none"})
@@ -87,7 +87,8 @@ class GenerateConfig(DecodeStageConfig):
         self.settings = settings_dict(rule)
         if self.engine not in ENGINES:
             raise DasdError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
-        if self.engine in ("draft-verify", "vllm"):
+        if self.engine == "draft-verify" or (self.engine == "vllm"
+                                             and self.vllm.path == "draft-verify"):
             check_rule(rule)
         if not isinstance(self.samples, int) or self.samples < 1:
             raise DasdError(f"samples must be an integer >= 1; got {self.samples!r}")

@@ -52,6 +52,7 @@ class Member:
     pair: int
     role: str
     output: list[int]
+    info: dict[str, Any] = field(default_factory=dict)  # the request's pairing arguments
 
 
 def pair_info(params: Any) -> dict[str, Any] | None:
@@ -81,7 +82,7 @@ class PairBook:
             if info is None:
                 self.slots.pop(index, None)
             else:
-                self.slots[index] = Member(int(info["pair"]), info["role"], output)
+                self.slots[index] = Member(int(info["pair"]), info["role"], output, info)
         for source, target, direction in batch_update.moved:
             moving, other = self.slots.pop(source, None), self.slots.pop(target, None)
             if moving is not None:

@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dasd.decoding.engine import TokenTrace
 from dasd.decoding.rules import SelectionRule
@@ -51,6 +51,11 @@ class VLLMSettings:
         "help": "GPUs one model is split over (vLLM runs in one process: no torchrun)"})
     engine_kwargs: dict = field(default_factory=dict, metadata={
         "help": "further `vllm.LLM` arguments, e.g. '{enforce_eager: true, swap_space: 8}'"})
+    path: Literal["draft-verify", "lockstep"] = field(default="draft-verify", metadata={
+        "help": "how generate decodes on vLLM: draft-verify (reference drafts, base scoring by "
+                "prompt log-probabilities; dasd/sd/base) or lockstep (both contexts as two "
+                "requests a logits processor keeps in step: every rule; vLLM 0.11-0.33; not "
+                "yet run on a GPU)", "omit_default": True})
 
     def __post_init__(self) -> None:
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -63,6 +68,7 @@ class VLLMSettings:
                             f"{self.tensor_parallel_size}")
 
     def llm_kwargs(self) -> dict[str, Any]:
+        """`vllm.LLM` arguments (`path` picks the processor, not an argument)."""
         return {"gpu_memory_utilization": self.gpu_memory_utilization,
                 "tensor_parallel_size": self.tensor_parallel_size,
                 **({"max_model_len": self.max_model_len} if self.max_model_len else {}),
@@ -103,6 +109,7 @@ class VLLMModel:
     adapter: Any = None  # the LoRA request of an applied adapter
     sampling_params: Callable[..., Any] | None = None
     lora_request: Callable[..., Any] | None = None
+    lockstep: bool = False  # built with the lockstep logits processor
 
     @property
     def vocab_size(self) -> int:
@@ -165,14 +172,32 @@ def decode_pairs_on_vllm(model: VLLMModel, ref_prompts: Sequence[Sequence[int]],
                          keys: Sequence[object] | None = None,
                          decode: Callable[[list[int]], str] | None = None,
                          chunk_size: int | None = None) -> list[TokenTrace]:
-    """`decode_pairs` (same call, same traces) with the contexts served by vLLM; `pad_id`,
-    `keys` and `decode` are unused (vLLM takes unpadded prompts; stateful rules are
-    refused, as for draft-verify)."""
+    """`decode_pairs` (same call, same traces) with the contexts served by vLLM: in lockstep
+    when the model was built for it (`keys` and `decode` then serve stateful rules; a pair
+    that cannot be kept in step falls back to draft-and-verify), else by draft-and-verify
+    (stateful rules refused). `pad_id` is unused: vLLM takes unpadded prompts."""
     if not ref_prompts:
         return []
-    return decode_pairs_vllm(model.llm, ref_prompts, base_prompts, rule, eos_ids,
-                             max_new_tokens, model.vocab_size, on_step, chunk_size,
-                             model.sampling_params)
+
+    def draft_verify(refs: Sequence[Sequence[int]], bases: Sequence[Sequence[int]],
+                     step: Callable[[int], None] | None = on_step) -> list[TokenTrace]:
+        return decode_pairs_vllm(model.llm, refs, bases, rule, eos_ids, max_new_tokens,
+                                 model.vocab_size, step, chunk_size, model.sampling_params)
+
+    if not model.lockstep:
+        return draft_verify(ref_prompts, base_prompts)
+    from dasd.decoding.vllm_lockstep import decode_pairs_lockstep
+    from dasd.decoding.vllm_lockstep_engine import VLLMLockstepEngine
+
+    engine = VLLMLockstepEngine(model.llm, eos_ids, model.params)
+    fallback = None if hasattr(rule, "start") else lambda pairs: draft_verify(
+        [ref_prompts[p] for p in pairs], [base_prompts[p] for p in pairs], None)
+    traces, _ = decode_pairs_lockstep(engine, ref_prompts, base_prompts, rule, eos_ids,
+                                      max_new_tokens, keys=keys, decode=decode,
+                                      fallback=fallback)
+    if on_step:
+        on_step(sum(len(t.token_ids) for t in traces))
+    return traces
 
 
 _LOADED: list[tuple[dict[str, Any], Any]] = []  # at most one (what it was loaded with, LLM)
@@ -180,7 +205,7 @@ _LOADED: list[tuple[dict[str, Any], Any]] = []  # at most one (what it was loade
 
 def _llm(path: str, dtype: str, settings: VLLMSettings, lora_rank: int, logprobs: int):
     """The process's `LLM` if it fits these settings, else a new one (the old one freed)."""
-    base = {"model": path, "dtype": dtype, **settings.llm_kwargs()}
+    base = {"model": path, "dtype": dtype, "path": settings.path, **settings.llm_kwargs()}
     if _LOADED:
         have, llm = _LOADED[0]
         if have["base"] == base and have["lora"] >= lora_rank and have["logprobs"] >= logprobs:
@@ -193,7 +218,10 @@ def _llm(path: str, dtype: str, settings: VLLMSettings, lora_rank: int, logprobs
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     lora = {"enable_lora": True, "max_lora_rank": lora_rank} if lora_rank else {}
-    llm = load_vllm(path, max_logprobs=logprobs, dtype=dtype, **settings.llm_kwargs(), **lora)
+    load = load_vllm
+    if settings.path == "lockstep":
+        from dasd.decoding.vllm_processor import load_lockstep_llm as load
+    llm = load(path, max_logprobs=logprobs, dtype=dtype, **settings.llm_kwargs(), **lora)
     _LOADED.append(({"base": base, "lora": lora_rank, "logprobs": logprobs}, llm))
     return llm
 
@@ -230,7 +258,8 @@ def load_vllm_model(spec: str, dtype: str, settings: VLLMSettings, *,
         generation_config = GenerationConfig.from_pretrained(path)
     except OSError:
         generation_config = None
-    return VLLMModel(llm, config, generation_config), load_tokenizer(spec)
+    return (VLLMModel(llm, config, generation_config, lockstep=settings.path == "lockstep"),
+            load_tokenizer(spec))
 
 
 def served_model(config: Any, model: Any = None, tokenizer: Any = None, *,
