@@ -1,0 +1,36 @@
+"""benchmarks/vllm_paths.py: the replay of a row through draft-and-verify, by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "vllm_paths.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("vllm_paths", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_row_replayed_by_hand():
+    """8 tokens, the 6th not the reference top-1; the adaptive chunk starts at 4 (q 0.9):
+    round 1 drafts 4 and keeps them, round 2 drafts 4 and keeps 2 (the 6th is the rule's),
+    round 3 drafts 2 and keeps them."""
+    paths = load()
+    row = paths.Replay(ref_prompt=10, base_prompt=5, accepted=[True] * 5 + [False, True, True])
+    paths.replay_draft_verify([row], vocab=100, top_k=6, top_n=5)
+    old, linear = row.costs["draft-verify (old)"], row.costs["draft-verify (linear)"]
+    assert old.rounds == linear.rounds == 3 and row.at == 8
+    drafted = 4 + 4 + 2
+    # old: the reference prompt once, the base prompt + tokens so far + draft every round,
+    # one token per later round for the rule's token the draft lacked
+    assert old.prefill == 10 + (5 + 4) + (5 + 4 + 4) + (5 + 6 + 2) + 2
+    assert old.recomputed == 5 + (5 + 4) + (5 + 6) and old.decode == drafted
+    assert old.host_bytes == 2 * drafted * 100 * 4
+    assert linear.prefill == 10 + 5 + 2 and linear.decode == 2 * drafted
+    assert linear.recomputed == 0 and linear.host_bytes == drafted * (6 + 5 + 1) * 8
