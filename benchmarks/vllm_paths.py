@@ -18,8 +18,10 @@ DASD on vLLM does to produce exactly that row:
   far and the draft again. Each round brings the reference's top-K and the base's top-n
   log-probabilities to the host as dense `[chunk, vocab]` float32 tensors per row.
 - `draft-verify (linear)`: the same rounds with the base scored by forced decoding of
-  the draft (prefix caching then keeps the base context) and sparse log-probabilities
-  (top-K + top-n + the drafted token, id and value, 8 bytes each).
+  the draft (`VLLMBackend(forced=True)`, lockstep's fallback: prefix caching then keeps
+  the base context). Its log-probabilities still come to the host as dense tensors;
+  `--sparse` models them sparse (top-K + top-n + the drafted token, id and value, 8 bytes
+  each), which is not built.
 - `lockstep`: both contexts as two requests kept in step by the logits processor
   (`dasd.decoding.vllm_lockstep`): each prompt prefilled once, one step per token for
   both; a step record per token comes back (about 160 bytes of JSON).
@@ -80,7 +82,8 @@ def read_rows(paths: list[str]) -> list[dict]:
     return rows
 
 
-def replay_draft_verify(batch: list[Replay], vocab: int, top_k: int, top_n: int) -> None:
+def replay_draft_verify(batch: list[Replay], vocab: int, top_k: int, top_n: int,
+                        sparse: bool = False) -> None:
     """Rounds of draft-and-verify over a batch of rows, as `run_draft_verify` runs them."""
     chunk = ChunkSize()
     for row in batch:  # the first round prefills both prompts
@@ -100,7 +103,8 @@ def replay_draft_verify(batch: list[Replay], vocab: int, top_k: int, top_n: int)
                 cost.prefill += 1 if row.at else 0  # the rule's token the draft lacked
                 if "linear" in name:
                     cost.decode += draft  # the base decodes the draft, forced
-                    cost.host_bytes += draft * (top_k + top_n + 1) * 8
+                    cost.host_bytes += (draft * (top_k + top_n + 1) * 8 if sparse
+                                        else 2 * draft * vocab * 4)
                 else:
                     again = row.base_prompt + row.at
                     cost.prefill += again + draft
@@ -129,13 +133,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--top-k", type=int, default=6)
     parser.add_argument("--top-n", type=int, default=5, help="floor(1/tau)")
+    parser.add_argument("--sparse", action="store_true",
+                        help="the linear path with sparse log-probabilities (not built)")
     args = parser.parse_args()
     rows = read_rows(args.rows)
     replays = [Replay(len(r["ref_prompt_ids"]), len(r["prompt_ids"]),
                       [rank == 1 for rank in r["tokens"]["ref_rank"]]) for r in rows]
     for start in range(0, len(replays), args.batch):
         replay_draft_verify(replays[start:start + args.batch], args.vocab, args.top_k,
-                            args.top_n)
+                            args.top_n, args.sparse)
     totals = {"plain": Cost(), "lockstep": Cost()}
     for row in replays:
         n = len(row.accepted)

@@ -23,7 +23,9 @@ def test_a_row_replayed_by_hand():
     round 3 drafts 2 and keeps them."""
     paths = load()
     row = paths.Replay(ref_prompt=10, base_prompt=5, accepted=[True] * 5 + [False, True, True])
+    sparse = paths.Replay(ref_prompt=10, base_prompt=5, accepted=row.accepted)
     paths.replay_draft_verify([row], vocab=100, top_k=6, top_n=5)
+    paths.replay_draft_verify([sparse], vocab=100, top_k=6, top_n=5, sparse=True)
     old, linear = row.costs["draft-verify (old)"], row.costs["draft-verify (linear)"]
     assert old.rounds == linear.rounds == 3 and row.at == 8
     drafted = 4 + 4 + 2
@@ -33,4 +35,5 @@ def test_a_row_replayed_by_hand():
     assert old.recomputed == 5 + (5 + 4) + (5 + 6) and old.decode == drafted
     assert old.host_bytes == 2 * drafted * 100 * 4
     assert linear.prefill == 10 + 5 + 2 and linear.decode == 2 * drafted
-    assert linear.recomputed == 0 and linear.host_bytes == drafted * (6 + 5 + 1) * 8
+    assert linear.recomputed == 0 and linear.host_bytes == old.host_bytes  # dense, as built
+    assert sparse.costs["draft-verify (linear)"].host_bytes == drafted * (6 + 5 + 1) * 8

@@ -85,9 +85,13 @@ class FakeLLM:
         stops = set() if getattr(params, "ignore_eos", False) else set(
             getattr(params, "stop_token_ids", None) or [])
         tokens, logprobs, finish, stop_reason = [], [], "length", None
+        forced = ((getattr(params, "extra_args", None) or {}).get("dasd_pair") or {}).get(
+            "tokens")  # what the lockstep processor forces (raw log-probabilities kept)
         for _ in range(params.max_tokens):
             lp = self._logprobs(model, ids)[-1]
-            if temperature:
+            if forced:
+                token = forced[len(tokens)]
+            elif temperature:
                 probs = torch.softmax(lp / temperature, dim=-1)
                 token = int(torch.multinomial(probs, 1, generator=generator))
             else:
@@ -163,3 +167,41 @@ def test_adapter_refuses_rules_without_the_guarantee():
     with pytest.raises(DasdError, match="draft-verify"):
         decode_pairs_vllm(llm, [[4, 5]], [[6]], Sampling(), [1], 5, vocab_size=32,
                           sampling_params=sampling_params)
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+@pytest.mark.parametrize("method, settings", [("dasd", {}), ("dasd", {"guard": 0.5}),
+                                              ("sd", {})])
+def test_linear_scoring_by_forced_decoding_gives_the_same_tokens(seed, method, settings,
+                                                                  one_thread):
+    """`forced`: the base side decodes the draft, forced, instead of `prompt_logprobs`
+    (which vLLM computes without the prefix cache): same traces, no prompt log-probs."""
+    model, refs, bases, eos_ids, max_new = case(seed)
+    rule = build_rule(method, **settings)
+    expected = decode_pairs(model, refs, bases, rule, eos_ids, max_new, PAD)
+    llm = FakeLLM(model)
+    got = decode_pairs_vllm(llm, refs, bases, rule, eos_ids, max_new,
+                            vocab_size=model.config.vocab_size, sampling_params=sampling_params,
+                            forced=True)
+    for g, e in zip(got, expected, strict=True):
+        assert g.token_ids == e.token_ids and g.categories == e.categories
+        assert g.p_base == pytest.approx(e.p_base, rel=1e-5)
+    assert not any(getattr(p, "prompt_logprobs", None) for p in llm.params)
+    forced = [p for p in llm.params if getattr(p, "extra_args", None)]
+    assert forced and all(p.extra_args["dasd_pair"]["role"] == "force" for p in forced)
+    assert all(len(p.extra_args["dasd_pair"]["tokens"]) == p.max_tokens for p in forced)
+
+
+def test_reference_ranks_past_k_are_beyond_k(one_thread):
+    """A token vLLM did not return among the reference top-K gets rank K + 1, not a number
+    that depends on its id (DASD's base fallback emits such tokens)."""
+    model, refs, bases, eos_ids, max_new = case(0)
+    rule = build_rule("dasd", fallback="base")
+    got = decode_pairs_vllm(FakeLLM(model), refs, bases, rule, eos_ids, max_new,
+                            vocab_size=model.config.vocab_size, sampling_params=sampling_params)
+    expected = decode_pairs(model, refs, bases, rule, eos_ids, max_new, PAD)
+    k = logprob_widths(rule)[0]
+    ranks = [(g, e) for gt, et in zip(got, expected, strict=True)
+             for g, e in zip(gt.ref_rank, et.ref_rank, strict=True)]
+    assert any(e > k for _, e in ranks), "the case must contain tokens past the top-K"
+    assert all(g == (e if e <= k else k + 1) for g, e in ranks)

@@ -271,3 +271,38 @@ def test_generate_on_vllm_picks_lockstep_and_serves_stateful_rules(one_thread):
     assert config.decoder().func is decode_pairs_on_vllm
     assert_same_traces(got, decode_pairs(model, refs, bases, rule, [EOS], 16, PAD, keys=keys))
     assert sum(counted) == sum(len(t.token_ids) for t in got)
+
+
+def test_the_processor_forces_a_draft_on_a_force_request(one_thread):
+    """Draft-and-verify's linear scoring: a `force` request emits exactly its tokens,
+    beside pairs in lockstep in the same batch."""
+    from dasd.decoding.vllm_lockstep_engine import RequestProcessor
+
+    model, refs, bases = case(7)
+    draft = [9, 9, 30, 2, 41]
+    force_params = PairParams(len(draft), {"dasd_pair": {"pair": -1, "role": "force",
+                                                         "tokens": draft}})
+    processor = RequestProcessor()
+    batch = FakePersistentBatch(model, [EOS], token_budget=64)
+    outputs = batch.run([(bases[0], force_params), (refs[1], member(1, REF, 6)),
+                         (bases[1], member(1, BASE, 6))],
+                        SimpleCore(processor))
+    assert outputs[0] == draft and outputs[1] == outputs[2]
+
+
+class SimpleCore:
+    """The processor as the fake batch calls it, with the rule every pair's info names."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def update_state(self, batch_update):
+        for _, params, _, _ in batch_update.added:
+            info = params.extra_args.get("dasd_pair", {})
+            if info.get("role") in (REF, BASE):
+                info.update(rule={"method": "dasd", "settings": {}}, key=str(info["pair"]),
+                            trace="/dev/null")
+        self.processor.update_state(batch_update)
+
+    def apply(self, logits):
+        return self.processor.apply(logits)

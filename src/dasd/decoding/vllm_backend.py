@@ -75,12 +75,19 @@ def dense_logprobs(positions: Sequence[dict[int, Any]], vocab_size: int) -> torc
 
 class VLLMBackend:
     """`DraftVerifyBackend` on a `vllm.LLM`: the contexts are token lists, the KV cache is
-    vLLM's prefix cache. `sampling_params` defaults to `vllm.SamplingParams`."""
+    vLLM's prefix cache. `sampling_params` defaults to `vllm.SamplingParams`.
+
+    `forced`: score the base side by decoding the draft, forced by the lockstep logits
+    processor (the `LLM` must have it), instead of `prompt_logprobs`. vLLM returns the
+    raw log-probabilities of each forced token and the base top-n, and the base context
+    stays in the prefix cache: each round computes only its new tokens (linear), where
+    `prompt_logprobs` prefills the whole base context every round (quadratic)."""
 
     def __init__(self, llm, ref_prompts: Sequence[Sequence[int]],
                  base_prompts: Sequence[Sequence[int]], rule: SelectionRule, vocab_size: int,
-                 sampling_params: Callable[..., Any] | None = None) -> None:
-        self.llm, self.vocab_size = llm, vocab_size
+                 sampling_params: Callable[..., Any] | None = None,
+                 forced: bool = False) -> None:
+        self.llm, self.vocab_size, self.forced = llm, vocab_size, forced
         self.ref = [list(p) for p in ref_prompts]
         self.base = [list(p) for p in base_prompts]
         self.params = sampling_params or import_vllm().SamplingParams
@@ -108,6 +115,8 @@ class VLLMBackend:
         return Draft(tokens, logprobs, lengths)
 
     def score(self, draft: Draft) -> torch.Tensor:
+        if self.forced:
+            return self._score_forced(draft)
         lengths = draft.lengths.tolist()
         prompts = [base + draft.tokens[row, :n].tolist()
                    for row, (base, n) in enumerate(zip(self.base, lengths, strict=True))]
@@ -116,6 +125,24 @@ class VLLMBackend:
         out = torch.full(draft.logprobs.shape, -math.inf)
         for row, (output, n) in enumerate(zip(outputs, lengths, strict=True)):
             out[row, :n] = dense_logprobs(output.prompt_logprobs[-n:], self.vocab_size)
+        return out
+
+    def _score_forced(self, draft: Draft) -> torch.Tensor:
+        from dasd.decoding.vllm_lockstep import EXTRA_KEY, FORCE
+
+        out = torch.full(draft.logprobs.shape, -math.inf)
+        rows = [row for row, n in enumerate(draft.lengths.tolist()) if n]
+        params = [self.params(
+            temperature=0.0, max_tokens=int(draft.lengths[row]), logprobs=self.n_base,
+            ignore_eos=True, detokenize=False, extra_args={EXTRA_KEY: {
+                "pair": -1, "role": FORCE,
+                "tokens": draft.tokens[row, :int(draft.lengths[row])].tolist()}})
+            for row in rows]
+        outputs = self.llm.generate([{"prompt_token_ids": self.base[row]} for row in rows],
+                                    params, use_tqdm=False)
+        for row, output in zip(rows, outputs, strict=True):
+            n = int(draft.lengths[row])
+            out[row, :n] = dense_logprobs(output.outputs[0].logprobs[:n], self.vocab_size)
         return out
 
     def advance(self, emitted: Sequence[Sequence[int]], keep: Sequence[int]) -> None:
@@ -128,10 +155,24 @@ def decode_pairs_vllm(llm, ref_prompts: Sequence[Sequence[int]],
                       eos_ids: Sequence[int], max_new_tokens: int, vocab_size: int,
                       on_step: Callable[[int], None] | None = None,
                       chunk_size: int | None = None,
-                      sampling_params: Callable[..., Any] | None = None) -> list[TokenTrace]:
-    """`decode_pairs` on a vLLM `LLM` (see the module docstring for what is exact)."""
+                      sampling_params: Callable[..., Any] | None = None,
+                      forced: bool = False) -> list[TokenTrace]:
+    """`decode_pairs` on a vLLM `LLM` (see the module docstring for what is exact; `forced`:
+    see `VLLMBackend`). A reference rank beyond the K tokens vLLM returned is K + 1
+    ("beyond K"), whatever the token's id."""
     if len(ref_prompts) != len(base_prompts):
         raise ValueError("ref_prompts and base_prompts must have the same length")
-    backend = VLLMBackend(llm, ref_prompts, base_prompts, rule, vocab_size, sampling_params)
-    return run_draft_verify(backend, len(ref_prompts), rule, eos_ids, max_new_tokens,
-                            on_step, chunk_size)
+    backend = VLLMBackend(llm, ref_prompts, base_prompts, rule, vocab_size, sampling_params,
+                          forced)
+    traces = run_draft_verify(backend, len(ref_prompts), rule, eos_ids, max_new_tokens,
+                              on_step, chunk_size)
+    return [clamp_ranks(trace, backend.k_ref) for trace in traces]
+
+
+def clamp_ranks(trace: TokenTrace, k: int) -> TokenTrace:
+    """Reference ranks past the `k` returned tokens as `k + 1`: among the tokens vLLM did not
+    return, the dense tensor's order is only their ids'."""
+    trace.ref_rank = [min(rank, k + 1) for rank in trace.ref_rank]
+    trace.base_top3_ref_rank = [[min(rank, k + 1) for rank in ranks]
+                                for ranks in trace.base_top3_ref_rank]
+    return trace

@@ -42,6 +42,7 @@ from dasd.decoding.rules import Selection, SelectionRule
 
 EXTRA_KEY = "dasd_pair"
 REF, BASE = "ref", "base"
+FORCE = "force"  # a request that must emit `tokens` (draft-and-verify's linear scoring)
 
 
 @dataclass
@@ -161,6 +162,7 @@ class LockstepCore:
         self.book.update(batch_update)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        self._force_requests(logits)
         pairs = self.book.in_step()
         if not pairs:
             return logits
@@ -178,6 +180,17 @@ class LockstepCore:
             step = len(self.book.slots[ref_slot].output)
             self.sink(pair, StepRecord(step, tokens[i], categories[i], stats[i]))
         return logits
+
+
+    def _force_requests(self, logits: torch.Tensor) -> None:
+        """Rows of `FORCE` requests emit their next given token."""
+        forced = [(slot, member.info["tokens"][len(member.output)])
+                  for slot, member in self.book.slots.items()
+                  if member.role == FORCE and len(member.output) < len(member.info["tokens"])]
+        if forced:
+            rows, tokens = (torch.tensor(column, device=logits.device)
+                            for column in zip(*forced, strict=True))
+            force(logits, rows, tokens)
 
 
 def force(logits: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> None:

@@ -182,7 +182,8 @@ def decode_pairs_on_vllm(model: VLLMModel, ref_prompts: Sequence[Sequence[int]],
     def draft_verify(refs: Sequence[Sequence[int]], bases: Sequence[Sequence[int]],
                      step: Callable[[int], None] | None = on_step) -> list[TokenTrace]:
         return decode_pairs_vllm(model.llm, refs, bases, rule, eos_ids, max_new_tokens,
-                                 model.vocab_size, step, chunk_size, model.sampling_params)
+                                 model.vocab_size, step, chunk_size, model.sampling_params,
+                                 forced=model.lockstep)  # linear where the processor is
 
     if not model.lockstep:
         return draft_verify(ref_prompts, base_prompts)
