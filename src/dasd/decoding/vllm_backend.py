@@ -15,7 +15,8 @@ rounds.
 Exactness: at most floor(1/tau) tokens can have base probability >= tau, so the base
 top-floor(1/tau) plus each drafted token's own log-probability decides DASD's rule, its
 fallbacks and its categories exactly. The statistics that need whole distributions are
-computed over the returned tokens only: the base entropy, and reference ranks beyond K.
+computed over the returned tokens only: the base entropy; a reference rank beyond K is
+recorded as K + 1 (`clamp_ranks`).
 
 Not exercised on CPU: vLLM pins its own torch and needs a GPU, so install it in a separate
 environment (`pip install vllm`). The tests drive this adapter with a fake `LLM` built on
