@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "vllm_paths.py"
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("vllm_paths", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks import load_script
 
 
 def test_a_row_replayed_by_hand():
     """8 tokens, the 6th not the reference top-1; the adaptive chunk starts at 4 (q 0.9):
     round 1 drafts 4 and keeps them, round 2 drafts 4 and keeps 2 (the 6th is the rule's),
     round 3 drafts 2 and keeps them."""
-    paths = load()
+    paths = load_script("vllm_paths")
     row = paths.Replay(ref_prompt=10, base_prompt=5, accepted=[True] * 5 + [False, True, True])
     sparse = paths.Replay(ref_prompt=10, base_prompt=5, accepted=row.accepted)
     paths.replay_draft_verify([row], vocab=100, top_k=6, top_n=5)
