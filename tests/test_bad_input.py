@@ -90,6 +90,14 @@ CASES = [
      "task 'custom' needs a checker: .* math-verify, exact, choice, code"),
     (["generate", "--task", "custom", "--checker", "exact", "--model", NO_MODEL],
      "task 'custom' has no hub data set: .*--data .*--dataset-name"),
+    # thinking models and vLLM's paths
+    (["generate", "--thinking-block", "both"], "thinking_block"),
+    (["generate", "--reference-chat-template-kwargs", "{{bad"],
+     "'reference_chat_template_kwargs' expects dict"),
+    (["generate", "--base-chat-template-kwargs", "[1]"], "'base_chat_template_kwargs' expects"),
+    (["generate", "--engine", "vllm", "--vllm.path", "lockstepp"], "vllm.path|path"),
+    (["generate", "--engine", "vllm", "--method", "hint"],
+     "cannot use the draft-verify engine"),
 ]
 
 
