@@ -10,18 +10,19 @@ DASD on vLLM does to produce exactly that row:
 
 - `plain`: greedy decoding of the base context alone (the peer: what one sample costs
   when nothing is aligned): its prompt once, one decode step per token.
-- `draft-verify (old)`: `dasd.decoding.vllm_backend` as it is. Rounds of a chunk drafted
-  by the reference (adaptive size, `ChunkSize`, shared by a batch of `--batch` rows as
-  in `dasd generate`), accepted up to the first token that is not the reference top-1
-  (`ref_rank` > 1). The base context is scored with `prompt_logprobs`, which vLLM
-  computes without the prefix cache: every round prefills the base prompt, the tokens so
-  far and the draft again. Each round brings the reference's top-K and the base's top-n
-  log-probabilities to the host as dense `[chunk, vocab]` float32 tensors per row.
-- `draft-verify (linear)`: the same rounds with the base scored by forced decoding of
-  the draft (`VLLMBackend(forced=True)`, lockstep's fallback: prefix caching then keeps
-  the base context). Its log-probabilities still come to the host as dense tensors;
-  `--sparse` models them sparse (top-K + top-n + the drafted token, id and value, 8 bytes
-  each), which is not built.
+- `draft-verify (before)`: `dasd.decoding.vllm_backend` before 2026-12-06. Rounds of a
+  chunk drafted by the reference (adaptive size, `ChunkSize`, shared by a batch of
+  `--batch` rows as in `dasd generate`), accepted up to the first token that is not the
+  reference top-1 (`ref_rank` > 1). The base context is scored with `prompt_logprobs`,
+  which vLLM computes without the prefix cache: every round prefills the base prompt, the
+  tokens so far and the draft again. Each round's log-probabilities became dense
+  `[chunk, vocab]` float32 tensors per row and context on the host.
+- `draft-verify (now)`: `vllm.path draft-verify` today: the same rounds and recomputation;
+  each round is laid out over the tokens vLLM returned for it (`compact`), at most
+  (K + n + 1) columns per drafted position of the batch (this upper bound is counted).
+- `linear fallback`: lockstep's fallback: the same rounds with the base scored by forced
+  decoding of the draft (`VLLMBackend(forced=True)`: the prefix cache keeps the base
+  context), laid out the same way.
 - `lockstep`: both contexts as two requests kept in step by the logits processor
   (`dasd.decoding.vllm_lockstep`): each prompt prefilled once, one step per token for
   both; a step record per token comes back (about 160 bytes of JSON).
@@ -48,6 +49,7 @@ from pathlib import Path
 from dasd.decoding.draft_verify import ChunkSize
 
 RECORD_BYTES = 160  # one lockstep step record (JSON line) per token
+PATHS = ("draft-verify (before)", "draft-verify (now)", "linear fallback")
 
 
 @dataclass
@@ -72,7 +74,7 @@ class Replay:
     accepted: list[bool]  # per token: the reference top-1 (a draft would be kept)
     at: int = 0
     costs: dict[str, Cost] = field(default_factory=lambda: {
-        name: Cost() for name in ("draft-verify (old)", "draft-verify (linear)")})
+        name: Cost() for name in PATHS})
 
 
 def read_rows(paths: list[str]) -> list[dict]:
@@ -82,18 +84,18 @@ def read_rows(paths: list[str]) -> list[dict]:
     return rows
 
 
-def replay_draft_verify(batch: list[Replay], vocab: int, top_k: int, top_n: int,
-                        sparse: bool = False) -> None:
+def replay_draft_verify(batch: list[Replay], vocab: int, top_k: int, top_n: int) -> None:
     """Rounds of draft-and-verify over a batch of rows, as `run_draft_verify` runs them."""
     chunk = ChunkSize()
     for row in batch:  # the first round prefills both prompts
         for name, cost in row.costs.items():
-            cost.prefill += row.ref_prompt + (row.base_prompt if "linear" in name else 0)
+            cost.prefill += row.ref_prompt + (row.base_prompt if name == PATHS[2] else 0)
     active = [row for row in batch if row.accepted]
     while active:
         size, outcomes = chunk.size, []
-        for row in active:
-            draft = min(size, len(row.accepted) - row.at)
+        drafts = [min(size, len(row.accepted) - row.at) for row in active]
+        columns = min(vocab, sum(drafts) * (top_k + top_n + 1))  # compact, at most
+        for row, draft in zip(active, drafts, strict=True):
             window = row.accepted[row.at:row.at + draft]
             taken = next((i + 1 for i, ok in enumerate(window) if not ok), draft)
             rejected = taken < draft or not window[taken - 1]
@@ -101,15 +103,13 @@ def replay_draft_verify(batch: list[Replay], vocab: int, top_k: int, top_n: int,
                 cost.rounds += 1
                 cost.decode += draft  # the reference drafts
                 cost.prefill += 1 if row.at else 0  # the rule's token the draft lacked
-                if "linear" in name:
+                cost.host_bytes += 2 * draft * (vocab if name == PATHS[0] else columns) * 4
+                if name == PATHS[2]:
                     cost.decode += draft  # the base decodes the draft, forced
-                    cost.host_bytes += (draft * (top_k + top_n + 1) * 8 if sparse
-                                        else 2 * draft * vocab * 4)
                 else:
                     again = row.base_prompt + row.at
                     cost.prefill += again + draft
                     cost.recomputed += again
-                    cost.host_bytes += 2 * draft * vocab * 4
             row.at += taken
             outcomes.append(_Round(taken, rejected))
         chunk.update(outcomes)
@@ -133,15 +133,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--top-k", type=int, default=6)
     parser.add_argument("--top-n", type=int, default=5, help="floor(1/tau)")
-    parser.add_argument("--sparse", action="store_true",
-                        help="the linear path with sparse log-probabilities (not built)")
     args = parser.parse_args()
     rows = read_rows(args.rows)
     replays = [Replay(len(r["ref_prompt_ids"]), len(r["prompt_ids"]),
                       [rank == 1 for rank in r["tokens"]["ref_rank"]]) for r in rows]
     for start in range(0, len(replays), args.batch):
         replay_draft_verify(replays[start:start + args.batch], args.vocab, args.top_k,
-                            args.top_n, args.sparse)
+                            args.top_n)
     totals = {"plain": Cost(), "lockstep": Cost()}
     for row in replays:
         n = len(row.accepted)
@@ -166,7 +164,7 @@ def main() -> None:
     print(f"{'path (per row)':<24}{'rounds':>8}{'tokens':>10}{'recomputed':>12}"
           f"{'host MB':>10}{'x plain':>9}")
     plain = totals["plain"].tokens
-    for name in ("plain", "draft-verify (old)", "draft-verify (linear)", "lockstep"):
+    for name in ("plain", *PATHS, "lockstep"):
         cost, n = totals[name], len(replays)
         print(f"{name:<24}{cost.rounds / n:>8.1f}{cost.tokens / n:>10.0f}"
               f"{cost.recomputed / n:>12.0f}{cost.host_bytes / n / 1e6:>10.3f}"

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import re
 import subprocess
 import types
 import typing
@@ -409,10 +408,6 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-# A hub repository id: a name, or org/name (letters, digits, '-', '_', '.').
-_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
-
-
 @dataclass
 class ProblemConfig:
     """The model and the problems of a stage: what `generate`, `eval` and on-policy
@@ -497,12 +492,9 @@ class ProblemConfig:
         self._check_dataset()
 
     def _check_dataset(self) -> None:
-        """A dataset_name is a local folder or a hub id (nothing else would reach the hub);
-        its config needs it."""
+        """A dataset_config needs its dataset_name (which `Task.load` checks when it reads:
+        a folder made later, e.g. by a config's own command, is fine here)."""
         name = self.dataset_name
-        if name is not None and not (Path(name).is_dir() or _HUB_ID.fullmatch(name)):
-            raise DasdError(f"dataset_name '{name}' is neither a local folder nor a hub id "
-                            "(org/name): fix the path or the id")
         if self.dataset_config is not None and name is None:
             raise DasdError(f"dataset_config '{self.dataset_config}' needs dataset_name (the "
                             "data set it configures): set --dataset-name or unset it")

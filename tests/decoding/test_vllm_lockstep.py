@@ -227,6 +227,9 @@ def test_the_vllm_engine_path_equals_the_step_engine(method, settings, one_threa
     got, summary = decode_pairs_lockstep(engine, refs, bases, rule, [EOS], 16, keys=keys)
     assert_same_traces(got, expected)
     assert summary.fallback == 0 and {t.finish_reason for t in expected} == {"eos", "length"}
+    started = [pair for rules in llm.processor.core.rules.by_spec.values()
+               for pair in rules._started]
+    assert len({pair >> 32 for pair in started}) <= 1  # earlier calls' rules are dropped
 
 
 def test_unsupported_vllm_versions_are_refused(monkeypatch):
@@ -306,3 +309,18 @@ class SimpleCore:
 
     def apply(self, logits):
         return self.processor.apply(logits)
+
+
+def test_pairs_per_call_fit_the_kv_cache():
+    """A call holds as many pairs as the cache holds at full length; unknown: all at once."""
+    from types import SimpleNamespace
+
+    from dasd.decoding.vllm_lockstep_engine import pairs_per_call
+
+    cache = SimpleNamespace(num_gpu_blocks=10, block_size=16)  # 160 tokens
+    llm = SimpleNamespace(llm_engine=SimpleNamespace(vllm_config=SimpleNamespace(
+        cache_config=cache)))
+    refs, bases = [[1] * 20, [1] * 30], [[1] * 10, [1] * 5]
+    assert pairs_per_call(llm, refs, bases, 10) == 160 // (30 + 5 + 20)
+    assert pairs_per_call(llm, refs, bases, 100) == 1  # never less than one
+    assert pairs_per_call(object(), refs, bases, 10) is None

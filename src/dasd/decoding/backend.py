@@ -27,11 +27,16 @@ from dasd.decoding.rules import SelectionRule
 class Draft:
     """A greedy chunk of the reference contexts: tokens [B, L], the reference
     log-probabilities that chose each of them [B, L, V], and how many positions of each
-    row are real [B] (a backend that stops a row at EOS drafts fewer)."""
+    row are real [B] (a backend that stops a row at EOS drafts fewer).
+
+    `vocabulary`: the token id of each of the V columns, ascending, when a backend
+    re-expresses a round over the few tokens it knows (vLLM: those it returned), so that
+    `tokens` and the rule's choices are column indices; None: V is the whole vocabulary."""
 
     tokens: torch.Tensor
     logprobs: torch.Tensor
     lengths: torch.Tensor
+    vocabulary: torch.Tensor | None = None
 
 
 class DraftVerifyBackend(Protocol):
@@ -39,7 +44,8 @@ class DraftVerifyBackend(Protocol):
 
     def score(self, draft: Draft) -> torch.Tensor:
         """Base log-probabilities [B, L, V]: position j conditioned on the base context
-        followed by `draft.tokens[:, :j]`."""
+        followed by `draft.tokens[:, :j]`. It may set `draft.vocabulary` (and re-express
+        the draft over it)."""
         ...
 
     def advance(self, emitted: Sequence[Sequence[int]], keep: Sequence[int]) -> None:

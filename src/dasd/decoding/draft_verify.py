@@ -89,7 +89,11 @@ def run_draft_verify(backend: DraftVerifyBackend, n: int, rule: SelectionRule,
         room = [max_new_tokens - len(traces[i].token_ids) for i in active]
         drafted = min(chunk.size, max(room))
         draft = backend.draft(drafted)
-        rounds = verify_round(rule, draft, backend.score(draft), room, eos_ids)
+        base = backend.score(draft)
+        rounds = verify_round(rule, draft, base, room, _in_columns(draft.vocabulary, eos_ids))
+        if draft.vocabulary is not None:  # columns back to token ids
+            for result in rounds:
+                result.tokens = draft.vocabulary[result.tokens].tolist()
         keep = []
         for row, (example, result) in enumerate(zip(active, rounds, strict=True)):
             trace = traces[example]
@@ -110,6 +114,14 @@ def run_draft_verify(backend: DraftVerifyBackend, n: int, rule: SelectionRule,
             backend.advance([r.tokens for r in rounds], keep)
         active = [active[r] for r in keep]
     return traces
+
+
+def _in_columns(vocabulary: torch.Tensor | None, ids: Sequence[int]) -> list[int]:
+    """`ids` as columns of a round's `vocabulary` (those it holds), or as they are."""
+    if vocabulary is None:
+        return list(ids)
+    column = {int(token): i for i, token in enumerate(vocabulary.tolist())}
+    return [column[token] for token in ids if token in column]
 
 
 @torch.inference_mode()

@@ -65,6 +65,32 @@ def load_vllm(model: str, max_logprobs: int = 20, **kwargs: Any):
                              max_logprobs=max_logprobs, **kwargs)
 
 
+def compact(draft: Draft, ref: Sequence[Sequence[dict[int, Any]]],
+            base: Sequence[Sequence[dict[int, Any]]]) -> torch.Tensor:
+    """Lay a round out over the tokens vLLM returned for it (both contexts' entries and the
+    drafted tokens, ascending, so ties still go to the lower id): sets `draft.logprobs`,
+    `draft.tokens` (as columns) and `draft.vocabulary`, returns the base log-probabilities
+    [B, L, U]. U is a few hundred where the dense layout was the whole vocabulary."""
+    ids = {int(t) for row, n in zip(draft.tokens, draft.lengths.tolist(), strict=True)
+           for t in row[:n].tolist()}
+    for side in (ref, base):
+        ids.update(int(token) for row in side for position in row for token in (position or {}))
+    vocabulary = torch.tensor(sorted(ids), dtype=torch.long)
+    column = {token: i for i, token in enumerate(vocabulary.tolist())}
+    rows, length = draft.tokens.shape
+    draft.logprobs = torch.full((rows, length, len(column)), -math.inf)
+    base_logprobs = torch.full((rows, length, len(column)), -math.inf)
+    for out, side in ((draft.logprobs, ref), (base_logprobs, base)):
+        for row, positions in enumerate(side):
+            for j, entries in enumerate(positions):
+                for token, value in (entries or {}).items():
+                    out[row, j, column[int(token)]] = getattr(value, "logprob", value)
+    draft.tokens = torch.tensor([[column.get(int(t), 0) for t in row] for row in
+                                 draft.tokens.tolist()], dtype=torch.long).view(rows, length)
+    draft.vocabulary = vocabulary
+    return base_logprobs
+
+
 def dense_logprobs(positions: Sequence[dict[int, Any]], vocab_size: int) -> torch.Tensor:
     """vLLM's per-position {token id: Logprob} dicts as a [P, V] tensor, -inf elsewhere."""
     out = torch.full((len(positions), vocab_size), -math.inf)
@@ -100,38 +126,43 @@ class VLLMBackend:
                                  use_tqdm=False)
 
     def draft(self, n_tokens: int) -> Draft:
+        """The reference drafts; their log-probabilities stay as vLLM returned them (a few
+        entries per position) until `score` lays the round out over its own columns."""
         # ignore_eos: every row drafts n_tokens; verify_round stops each at its EOS
         outputs = self._run(self.ref, max_tokens=n_tokens, logprobs=self.k_ref,
                             ignore_eos=True, detokenize=False)
         tokens = torch.zeros((len(outputs), n_tokens), dtype=torch.long)
-        logprobs = torch.full((len(outputs), n_tokens, self.vocab_size), -math.inf)
         lengths = torch.zeros(len(outputs), dtype=torch.long)
+        self._ref_entries = []
         for row, output in enumerate(outputs):
             completion = output.outputs[0]
             ids = list(completion.token_ids)[:n_tokens]
             tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            logprobs[row, : len(ids)] = dense_logprobs(completion.logprobs[: len(ids)],
-                                                       self.vocab_size)
+            self._ref_entries.append(list(completion.logprobs[: len(ids)]))
             lengths[row] = len(ids)
-        return Draft(tokens, logprobs, lengths)
+        return Draft(tokens, torch.empty(0), lengths)
 
     def score(self, draft: Draft) -> torch.Tensor:
-        if self.forced:
-            return self._score_forced(draft)
+        """The base log-probabilities of the draft, and the round laid out over the tokens
+        vLLM returned for it (`compact`)."""
         lengths = draft.lengths.tolist()
-        prompts = [base + draft.tokens[row, :n].tolist()
-                   for row, (base, n) in enumerate(zip(self.base, lengths, strict=True))]
-        outputs = self._run(prompts, max_tokens=1, prompt_logprobs=self.n_base,
-                            detokenize=False)
-        out = torch.full(draft.logprobs.shape, -math.inf)
-        for row, (output, n) in enumerate(zip(outputs, lengths, strict=True)):
-            out[row, :n] = dense_logprobs(output.prompt_logprobs[-n:], self.vocab_size)
-        return out
+        if self.forced:
+            entries = self._forced_entries(draft)
+        else:
+            prompts = [base + draft.tokens[row, :n].tolist()
+                       for row, (base, n) in enumerate(zip(self.base, lengths, strict=True))]
+            outputs = self._run(prompts, max_tokens=1, prompt_logprobs=self.n_base,
+                                detokenize=False)
+            entries = [list(output.prompt_logprobs[-n:]) if n else []
+                       for output, n in zip(outputs, lengths, strict=True)]
+        return compact(draft, self._ref_entries, entries)
 
-    def _score_forced(self, draft: Draft) -> torch.Tensor:
+    def _forced_entries(self, draft: Draft) -> list[list[dict[int, Any]]]:
+        """The base side by decoding the draft, forced by the lockstep processor: vLLM
+        returns each forced token's raw log-probability and the base top-n."""
         from dasd.decoding.vllm_lockstep import EXTRA_KEY, FORCE
 
-        out = torch.full(draft.logprobs.shape, -math.inf)
+        entries: list[list[dict[int, Any]]] = [[] for _ in draft.lengths]
         rows = [row for row, n in enumerate(draft.lengths.tolist()) if n]
         params = [self.params(
             temperature=0.0, max_tokens=int(draft.lengths[row]), logprobs=self.n_base,
@@ -142,9 +173,8 @@ class VLLMBackend:
         outputs = self.llm.generate([{"prompt_token_ids": self.base[row]} for row in rows],
                                     params, use_tqdm=False)
         for row, output in zip(rows, outputs, strict=True):
-            n = int(draft.lengths[row])
-            out[row, :n] = dense_logprobs(output.outputs[0].logprobs[:n], self.vocab_size)
-        return out
+            entries[row] = list(output.outputs[0].logprobs[:int(draft.lengths[row])])
+        return entries
 
     def advance(self, emitted: Sequence[Sequence[int]], keep: Sequence[int]) -> None:
         self.ref = [self.ref[r] + list(emitted[r]) for r in keep]

@@ -39,6 +39,7 @@ from dasd.decoding.vllm_lockstep import (
 from dasd.errors import DasdError
 
 SUPPORTED = ("0.11", "0.34")  # [from, to)
+CALL_BITS = 32  # a pair's id: (its generate call << CALL_BITS) + its index in the call
 V2_DEFAULT = "0.31"  # from here vLLM runs custom processors only on its V1 runner if asked
 
 
@@ -70,6 +71,7 @@ class RequestRules:
 
     def select(self, pairs: Sequence[int], ref_logprobs: torch.Tensor,
                base_logprobs: torch.Tensor) -> Selection:
+        self._forget_older_calls(pairs)
         infos = {m.pair: m.info for m in self.book.slots.values() if m.role == REF}
         tokens = torch.empty(len(pairs), dtype=torch.long, device=ref_logprobs.device)
         categories = torch.empty_like(tokens)
@@ -85,6 +87,14 @@ class RequestRules:
                                   base_logprobs[index])
             tokens[index], categories[index] = chosen.tokens, chosen.categories
         return Selection(tokens, categories)
+
+    def _forget_older_calls(self, pairs: Sequence[int]) -> None:
+        """Drop the started rules of pairs from earlier `generate` calls (a pair id's high
+        bits are its call's number: `VLLMLockstepEngine`)."""
+        newest = max(pair >> CALL_BITS for pair in pairs)
+        for rules in self.by_spec.values():
+            for pair in [p for p in rules._started if p >> CALL_BITS < newest]:
+                rules.restart(pair)
 
     def _rules(self, spec: str) -> PairRules:
         if spec not in self.by_spec:
@@ -130,7 +140,7 @@ class VLLMLockstepEngine:
 
     def run(self, requests: Sequence[tuple[list[int], Any]], core: LockstepCore
             ) -> list[list[int]]:
-        offset = next(self._calls) << 32  # pair ids stay unique in the engine's lifetime
+        offset = next(self._calls) << CALL_BITS  # pair ids stay unique across calls
         spec = rule_spec(core.rules.rule)
         with tempfile.TemporaryDirectory(prefix="dasd-lockstep-") as folder:
             trace = str(Path(folder) / "steps.jsonl")
@@ -160,6 +170,29 @@ class VLLMLockstepEngine:
         if stopped and len(records) == len(ids) + 1 and records[-1].token in self.eos:
             ids.append(records[-1].token)
         return ids
+
+
+def kv_cache_tokens(llm: Any) -> int | None:
+    """How many tokens the engine's KV cache holds (blocks x block size), or None where
+    this vLLM does not say."""
+    try:
+        cache = llm.llm_engine.vllm_config.cache_config
+        return int(cache.num_gpu_blocks) * int(cache.block_size)
+    except (AttributeError, TypeError):
+        return None
+
+
+def pairs_per_call(llm: Any, ref_prompts: Sequence[Sequence[int]],
+                   base_prompts: Sequence[Sequence[int]], max_new_tokens: int) -> int | None:
+    """The most pairs one call may hold so that all of them fit the KV cache at full
+    length (a preemption splits a pair, which is then decoded again): None, all at once,
+    where the cache's size is unknown."""
+    capacity = kv_cache_tokens(llm)
+    if capacity is None or not ref_prompts:
+        return None
+    need = max(len(r) + len(b) + 2 * max_new_tokens
+               for r, b in zip(ref_prompts, base_prompts, strict=True))
+    return max(1, capacity // need)
 
 
 def _pair(params: Any) -> int:

@@ -188,14 +188,15 @@ def decode_pairs_on_vllm(model: VLLMModel, ref_prompts: Sequence[Sequence[int]],
     if not model.lockstep:
         return draft_verify(ref_prompts, base_prompts)
     from dasd.decoding.vllm_lockstep import decode_pairs_lockstep
-    from dasd.decoding.vllm_lockstep_engine import VLLMLockstepEngine
+    from dasd.decoding.vllm_lockstep_engine import VLLMLockstepEngine, pairs_per_call
 
     engine = VLLMLockstepEngine(model.llm, eos_ids, model.params)
     fallback = None if hasattr(rule, "start") else lambda pairs: draft_verify(
         [ref_prompts[p] for p in pairs], [base_prompts[p] for p in pairs], None)
     traces, _ = decode_pairs_lockstep(engine, ref_prompts, base_prompts, rule, eos_ids,
                                       max_new_tokens, keys=keys, decode=decode,
-                                      fallback=fallback)
+                                      fallback=fallback, pairs_per_call=pairs_per_call(
+                                          model.llm, ref_prompts, base_prompts, max_new_tokens))
     if on_step:
         on_step(sum(len(t.token_ids) for t in traces))
     return traces

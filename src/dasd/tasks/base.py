@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from dasd.errors import DasdError
@@ -80,6 +82,7 @@ class Task(ABC):
             check_split(self.name, split, self.file_splits)
             rows, source = read_rows(path), lambda i: row_source(path, i)
         elif dataset_name is not None:
+            check_dataset_name(dataset_name)
             rows = load_hub_rows(dataset_name, dataset_config, split)
             source = hub_row_source(dataset_name, dataset_config, split)
         else:
@@ -137,6 +140,17 @@ class Task(ABC):
             return [self.check(response, example) for response, example in pairs]
         with ThreadPoolExecutor(min(self.check_workers, len(pairs))) as pool:
             return list(pool.map(lambda pair: self.check(*pair), pairs))
+
+
+# A hub repository id: a name, or org/name (letters, digits, '-', '_', '.').
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
+def check_dataset_name(name: str) -> None:
+    """A dataset_name is a local folder or a hub id: nothing else may reach the hub."""
+    if not (Path(name).is_dir() or _HUB_ID.fullmatch(name)):
+        raise DasdError(f"dataset_name '{name}' is neither a local folder nor a hub id "
+                        "(org/name): fix the path or the id")
 
 
 def hub_row_source(dataset: str, config: str | None, split: str) -> Callable[[int], str]:
