@@ -16,7 +16,11 @@ the SFT rows are random token ids with a three-token tokenizer. On CUDA, per mod
           number of new tokens with EOS ignored: tokens/s and peak allocated GPU memory
           (weights included; the peak is reset after each case's warm-up);
   sft     10 LoRA SFT steps through `dasd.training.sft.train` (TRL's SFTTrainer): s/step and
-          whether the loss stays finite (first, last and mean).
+          whether the loss stays finite (first, last and mean);
+  vllm    where vLLM is installed (first model, largest batch): plain greedy vLLM decoding
+          of the base prompts against draft-and-verify, its linear form (forced scoring) and
+          lockstep (`--vllm.path lockstep`), tokens/s each, and whether lockstep's tokens
+          equal draft-and-verify's (with the pairs retried or handed to the fallback).
 Random weights with EOS ignored measure speed only: nothing rides on the tokens, and every
 draft is accepted (near-flat distributions: no candidate reaches tau, so DASD falls back to
 the reference top-1, the draft), which is draft-and-verify's best case.
@@ -380,10 +384,92 @@ def check_model(report: Report, name: str, plan: Plan, device: torch.device,
             if peer and row.get("tok_s") and row["status"] == "ok":
                 row["vs_generate"] = row["tok_s"] / peer
         report.write()
+    if name == plan.models[0]:
+        vllm_cases(report, name, model, refs, bases, plan, device, folder)
     if plan.sft_steps and (plan.sft_every_model or name == plan.models[0]):
         run_case(report, base | {"kind": "sft", "case": f"sft {plan.sft_steps} steps",
                                  "batch": plan.sft_batch},
                  lambda: sft_case(model, name, plan, vocab, folder, device), device)
+
+
+def vllm_cases(report: Report, name: str, model, refs, bases, plan: Plan,
+               device: torch.device, folder: Path) -> None:
+    """DASD on vLLM, where vLLM and CUDA are (the first model, the largest batch): plain
+    greedy decoding of the base prompts (the peer), draft-and-verify, its linear form and
+    lockstep, each timed; and whether lockstep's tokens equal draft-and-verify's."""
+    row = {"model": name, "kind": "vllm", "batch": max(plan.batch_sizes)}
+    try:
+        import vllm
+    except ImportError:
+        run_case(report, row | {"case": "vllm paths"},
+                 lambda: {"status": "skipped: vLLM is not installed"}, device)
+        return
+    if device.type != "cuda":
+        run_case(report, row | {"case": "vllm paths"},
+                 lambda: {"status": "skipped: vLLM needs CUDA"}, device)
+        return
+    from dasd.decoding.vllm_backend import decode_pairs_vllm
+    from dasd.decoding.vllm_lockstep import decode_pairs_lockstep
+    from dasd.decoding.vllm_lockstep_engine import VLLMLockstepEngine
+    from dasd.decoding.vllm_processor import load_lockstep_llm
+
+    path = folder / f"{name}-vllm"
+    model.save_pretrained(path)
+    n, vocab, params = row["batch"], SHAPES[name][1]["vocab_size"], vllm.SamplingParams
+    refs, bases = refs[:n], bases[:n]
+    built = {}
+
+    def build() -> dict:
+        built["llm"] = load_lockstep_llm(str(path), dtype=plan.dtype, skip_tokenizer_init=True,
+                                         gpu_memory_utilization=0.4)
+        return {}
+
+    if run_case(report, row | {"case": "vllm build"}, build, device)["status"] != "ok":
+        return
+    llm, rule, outputs = built["llm"], build_rule("dasd"), {}
+
+    def plain(tokens):
+        done = llm.generate([{"prompt_token_ids": b} for b in bases], params(
+            temperature=0.0, max_tokens=tokens, ignore_eos=True, detokenize=False),
+            use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in done]
+
+    def draft_verify(tokens, forced=False):
+        traces = decode_pairs_vllm(llm, refs, bases, rule, [], tokens, vocab,
+                                   sampling_params=params, forced=forced)
+        return [t.token_ids for t in traces]
+
+    def lockstep(tokens):
+        traces, summary = decode_pairs_lockstep(VLLMLockstepEngine(llm, [], params), refs,
+                                                bases, rule, [], tokens)
+        outputs["lockstep_summary"] = summary.as_dict()
+        return [t.token_ids for t in traces]
+
+    paths = {"vllm plain": plain, "vllm draft-verify": draft_verify,
+             "vllm linear": lambda t: draft_verify(t, forced=True), "vllm lockstep": lockstep}
+    peer = None
+    for case, decode in paths.items():
+        def timed(decode=decode, case=case) -> dict:
+            decode(plan.warmup_tokens)
+            start = time.perf_counter()
+            outputs[case] = decode(plan.new_tokens)
+            seconds = time.perf_counter() - start
+            tokens = sum(map(len, outputs[case]))
+            return {"tokens": tokens, "seconds": round(seconds, 3), "tok_s": tokens / seconds}
+        done = run_case(report, row | {"case": case}, timed, device)
+        peer = done.get("tok_s") if case == "vllm plain" else peer
+        if peer and done.get("tok_s"):
+            done["vs_plain"] = done["tok_s"] / peer
+    if "vllm lockstep" in outputs and "vllm draft-verify" in outputs:
+        equal = sum(a == b for a, b in zip(outputs["vllm lockstep"],
+                                           outputs["vllm draft-verify"], strict=True))
+        run_case(report, row | {"kind": "agree", "case": "vllm lockstep = draft-verify"},
+                 lambda: {"rows_equal": equal, "rows": n, "differences": [],
+                          "tokens": sum(map(len, outputs["vllm lockstep"])),
+                          **outputs.get("lockstep_summary", {})}, device)
+    built.clear()  # the engine goes with this frame
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 def describe_model(report: Report, name: str, dtype: torch.dtype, device: torch.device):
@@ -404,7 +490,8 @@ def format_row(row: dict) -> str:
         return format(value, fmt) if isinstance(value, int | float) else "-"
 
     return (f"| {row['model']} | {row['case']} | {row.get('batch', '-')} | {num('tok_s', '.1f')} "
-            f"| {num('vs_generate', '.2f')} | {num('peak_mib', '.0f')} | {result(row)} |")
+            f"| {num('vs_plain' if 'vs_plain' in row else 'vs_generate', '.2f')} "
+            f"| {num('peak_mib', '.0f')} | {result(row)} |")
 
 
 def result(row: dict) -> str:
@@ -427,7 +514,7 @@ def print_table(report: Report) -> None:
     print(f"\ndasd GPU check, {meta['date']}, {meta['device_name']} ({meta['device']}), torch "
           f"{meta['torch']}, transformers {meta['transformers']}; random weights, "
           f"{meta['plan']['dtype']}, {meta['plan']['new_tokens']} new tokens, EOS ignored\n")
-    print("| model | case | batch | tok/s | x generate | peak MiB | result |")
+    print("| model | case | batch | tok/s | x generate (vLLM: x plain) | peak MiB | result |")
     print("|---|---|---|---|---|---|---|")
     for row in report.rows:
         if row["kind"] != "build" or row["status"] != "ok":

@@ -43,6 +43,8 @@ def test_small_mode_writes_every_case(gpu_check, tmp_path, one_thread):
     for row in agree:  # float32: the sd step engine's tokens are generate's greedy tokens
         assert row["rows_equal"] == row["rows"] == plan.check_prompts, row["differences"]
 
+    (vllm,) = rows_of(out, "vllm")  # this machine has neither vLLM nor CUDA
+    assert vllm["status"].startswith("skipped: vLLM")
     (sft,) = rows_of(out, "sft")
     assert sft["model"] == plan.models[0] and sft["status"] == "ok"
     assert sft["steps"] == plan.sft_steps and sft["loss_finite"]
