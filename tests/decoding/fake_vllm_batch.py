@@ -67,6 +67,7 @@ class FakePersistentBatch:
         self.preempt_at = dict(preempt_at or {})
         self.calls, self.preemptions = 0, 0
         self.slots: list[tuple[int, int] | None] = []  # (call, request); kept across calls
+        self.outputs: list[list[list[int]]] = []  # every call's outputs
 
     def run(self, requests, core) -> list[list[int]]:
         self.calls += 1
@@ -83,7 +84,8 @@ class FakePersistentBatch:
             for row, r in enumerate(rows):
                 self._advance(reqs[r], scheduled[r], int(logits[row].argmax()), running, r)
             step += 1
-        return [req.output for req in reqs]
+        self.outputs.append([req.output for req in reqs])
+        return self.outputs[-1]
 
     def _schedule(self, reqs, waiting, running, step) -> dict[int, int]:
         budget, scheduled, preempted = self.token_budget, {}, self.preemptions

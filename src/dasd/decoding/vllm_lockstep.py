@@ -19,8 +19,9 @@ prefill gets logits whose sample is thrown away. So the driver (`decode_pairs_lo
 never trusts a pair: after the engine returns, a pair counts only when both requests
 produced the same tokens and the processor recorded exactly those tokens, one
 selection per token. Any other pair (split, desynced) is decoded again; a pair that fails
-twice is handed to a fallback decoder (draft-and-verify). The summary says how often
-each happened.
+twice is handed to a fallback decoder (draft-and-verify). A request that runs ahead of
+its partner is stopped at once (forced to EOS), so a split pair costs little before it
+is decoded again. The summary says how often each happened.
 
 The engine is anything with `generate(requests) -> outputs` where a request is
 `(prompt token ids, SamplingParams-like with extra_args and max_tokens)` and an output
@@ -72,6 +73,7 @@ class PairBook:
 
     def __init__(self) -> None:
         self.slots: dict[int, Member] = {}
+        self.seen: dict[tuple[int, str], Member] = {}  # in the batch or not, by pair and role
 
     def update(self, batch_update: Any) -> None:
         if batch_update is None:
@@ -83,7 +85,8 @@ class PairBook:
             if info is None:
                 self.slots.pop(index, None)
             else:
-                self.slots[index] = Member(int(info["pair"]), info["role"], output, info)
+                member = Member(int(info["pair"]), info["role"], output, info)
+                self.slots[index] = self.seen[member.pair, member.role] = member
         for source, target, direction in batch_update.moved:
             moving, other = self.slots.pop(source, None), self.slots.pop(target, None)
             if moving is not None:
@@ -103,6 +106,20 @@ class PairBook:
                     len(self.slots[roles[REF]].output) == len(self.slots[roles[BASE]].output):
                 pairs.append((pair, roles[REF], roles[BASE]))
         return sorted(pairs, key=lambda p: p[1])
+
+
+    def ahead(self) -> list[tuple[int, int]]:
+        """(slot, stop token) of every paired request in the batch that has emitted more
+        tokens than its partner (one that has not been added yet has emitted none): its
+        pair is split and will be decoded again, so it is stopped at once."""
+        stops = []
+        for slot, member in self.slots.items():
+            if member.role not in (REF, BASE) or member.info.get("stop") is None:
+                continue
+            partner = self.seen.get((member.pair, BASE if member.role == REF else REF))
+            if len(member.output) > (len(partner.output) if partner else 0):
+                stops.append((slot, int(member.info["stop"])))
+        return stops
 
 
 def _is_swap(direction: Any) -> bool:
@@ -163,6 +180,7 @@ class LockstepCore:
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         self._force_requests(logits)
+        self._stop_split_pairs(logits)
         pairs = self.book.in_step()
         if not pairs:
             return logits
@@ -181,6 +199,15 @@ class LockstepCore:
             self.sink(pair, StepRecord(step, tokens[i], categories[i], stats[i]))
         return logits
 
+
+    def _stop_split_pairs(self, logits: torch.Tensor) -> None:
+        """A request that ran ahead of its partner emits its stop token (EOS): the pair is
+        decoded again anyway, so the engine spends nothing more on it."""
+        stops = self.book.ahead()
+        if stops:
+            rows, tokens = (torch.tensor(column, device=logits.device)
+                            for column in zip(*stops, strict=True))
+            force(logits, rows, tokens)
 
     def _force_requests(self, logits: torch.Tensor) -> None:
         """Rows of `FORCE` requests emit their next given token."""
@@ -295,7 +322,8 @@ def _attempt(engine: Any, pairs: list[int], prompts: tuple[Sequence[Sequence[int
     for pair in pairs:
         rules.restart(pair)
     core = LockstepCore(rules, lambda pair, record: records[pair].append(record))
-    requests = [(list(prompts[i][pair]), _params(pair, role, max_new_tokens))
+    stop = min(eos_ids) if eos_ids else None  # how a split pair is stopped early
+    requests = [(list(prompts[i][pair]), _params(pair, role, max_new_tokens, stop))
                 for pair in pairs for i, role in enumerate((REF, BASE))]
     outputs = engine.run(requests, core)
     return {pair: assemble(records[pair], outputs[2 * i], outputs[2 * i + 1], eos_ids)
@@ -312,5 +340,5 @@ class PairParams:
     temperature: float = 0.0
 
 
-def _params(pair: int, role: str, max_tokens: int) -> PairParams:
-    return PairParams(max_tokens, {EXTRA_KEY: {"pair": pair, "role": role}})
+def _params(pair: int, role: str, max_tokens: int, stop: int | None) -> PairParams:
+    return PairParams(max_tokens, {EXTRA_KEY: {"pair": pair, "role": role, "stop": stop}})

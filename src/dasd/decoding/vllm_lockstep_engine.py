@@ -95,6 +95,8 @@ class RequestRules:
         for rules in self.by_spec.values():
             for pair in [p for p in rules._started if p >> CALL_BITS < newest]:
                 rules.restart(pair)
+        for key in [key for key in self.book.seen if key[0] >> CALL_BITS < newest]:
+            del self.book.seen[key]
 
     def _rules(self, spec: str) -> PairRules:
         if spec not in self.by_spec:
