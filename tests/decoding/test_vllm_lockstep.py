@@ -153,7 +153,7 @@ def test_an_injected_preemption_is_recovered(one_thread):
     got, summary = decode_pairs_lockstep(engine, refs, bases, rule, [EOS], 16)
     assert_same_traces(got, expected)
     assert engine.preemptions == 1 and summary.retried == 1 and summary.desyncs == 1
-    ref, base = engine.outputs[0][2], engine.outputs[0][3]  # pair 1 in the first call
+    base = engine.outputs[0][3]  # pair 1 in the first call
     assert base[-1] == EOS and len(base) <= 6  # it ran ahead and was stopped at once
     assert len(base) < len(got[1].token_ids) or got[1].token_ids[:len(base)] != base
 
