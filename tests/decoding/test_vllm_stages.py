@@ -223,11 +223,25 @@ def _real_vllm() -> bool:
     return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
 
+def _lockstep_supported() -> bool:
+    import vllm
+
+    from dasd.decoding.vllm_lockstep_engine import check_vllm_version
+    from dasd.errors import DasdError
+
+    try:
+        check_vllm_version(vllm.__version__)
+    except DasdError:
+        return False
+    return True
+
+
 @pytest.mark.skipif(not _real_vllm(), reason="needs vLLM and a GPU")
 def test_real_vllm_generates_and_evaluates(tmp_path, one_thread):
     """A tiny Llama (head size 64, which vLLM's kernels take) in float32 on real vLLM:
-    DASD through the draft-and-verify rounds gives the step engine's tokens on most
-    problems (GPU kernels may break near-ties differently), and greedy eval runs."""
+    DASD through the draft-and-verify rounds, and in lockstep where this vLLM has the v1
+    logits processors, gives the step engine's tokens on most problems (GPU kernels may
+    break near-ties differently), and greedy eval runs."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = make_tokenizer()
@@ -250,6 +264,14 @@ def test_real_vllm_generates_and_evaluates(tmp_path, one_thread):
     same = sum(g["completion_ids"] == e["completion_ids"]
                for g, e in zip(got, expected, strict=True))
     assert vllm_summary["samples"] == 8 and same >= 6, same
+    if _lockstep_supported():  # both contexts as two requests kept in step by the processor
+        generate(build_config(GenerateConfig, {
+            **common, "engine": "vllm", "vllm": {**common["vllm"], "path": "lockstep"},
+            "out": str(tmp_path / "lockstep.jsonl")}))
+        lockstep = read_jsonl(tmp_path / "lockstep.jsonl")
+        same = sum(g["completion_ids"] == e["completion_ids"]
+                   for g, e in zip(lockstep, expected, strict=True))
+        assert same >= 6, same
     summary = evaluate(EvalConfig(**{k: v for k, v in common.items() if k != "vllm"},
                                   split="test", backend="vllm",
                                   out=str(tmp_path / "eval.jsonl")))
