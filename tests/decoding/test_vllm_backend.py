@@ -110,17 +110,20 @@ def sampling_params(**kwargs):
     return SimpleNamespace(**kwargs)
 
 
+@pytest.mark.parametrize("forced", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 4, 6])
 @pytest.mark.parametrize("method, settings", [("dasd", {}), ("dasd", {"fallback": "base"}),
                                               ("dasd", {"top_k": 9, "tau": 0.1}), ("sd", {})])
-def test_vllm_adapter_gives_the_step_engines_tokens(seed, method, settings, one_thread):
+def test_vllm_adapter_gives_the_step_engines_tokens(seed, method, settings, forced, one_thread):
+    """Base scoring by `prompt_logprobs`, or (`forced`, the linear form) by decoding the
+    draft, forced, which keeps the base context in vLLM's prefix cache."""
     model, refs, bases, eos_ids, max_new = case(seed)
     rule = build_rule(method, **settings)
     expected = decode_pairs(model, refs, bases, rule, eos_ids, max_new, PAD)
     llm = FakeLLM(model)
     got = decode_pairs_vllm(llm, refs, bases, rule, eos_ids, max_new,
                             vocab_size=model.config.vocab_size, chunk_size=None,
-                            sampling_params=sampling_params)
+                            sampling_params=sampling_params, forced=forced)
     for g, e in zip(got, expected, strict=True):
         assert g.token_ids == e.token_ids
         assert g.categories == e.categories
@@ -130,12 +133,21 @@ def test_vllm_adapter_gives_the_step_engines_tokens(seed, method, settings, one_
             assert g.p_ref == pytest.approx(e.p_ref, rel=1e-5)
             assert g.ref_rank == e.ref_rank
     k_ref, n_base = logprob_widths(rule)
-    drafts = [p for p in llm.params if getattr(p, "logprobs", None)]
-    scores = [p for p in llm.params if getattr(p, "prompt_logprobs", None)]
+    def scoring(params) -> bool:
+        return bool(getattr(params, "prompt_logprobs", None) or getattr(params, "extra_args",
+                                                                          None))
+
+    drafts = [p for p in llm.params if not scoring(p)]
+    scores = [p for p in llm.params if scoring(p)]
     assert drafts and len(drafts) == len(scores)
     assert all(p.temperature == 0.0 for p in llm.params)  # drafts and scores are greedy
     assert all(p.logprobs == k_ref and p.ignore_eos for p in drafts)
-    assert all(p.prompt_logprobs == n_base and p.max_tokens == 1 for p in scores)
+    if forced:
+        assert not any(getattr(p, "prompt_logprobs", None) for p in llm.params)
+        assert all(p.extra_args["dasd_pair"]["role"] == "force" and p.logprobs == n_base
+                   and len(p.extra_args["dasd_pair"]["tokens"]) == p.max_tokens for p in scores)
+    else:
+        assert all(p.prompt_logprobs == n_base and p.max_tokens == 1 for p in scores)
 
 
 def test_logprob_widths_follow_top_k_and_tau():
@@ -167,29 +179,6 @@ def test_adapter_refuses_rules_without_the_guarantee():
     with pytest.raises(DasdError, match="draft-verify"):
         decode_pairs_vllm(llm, [[4, 5]], [[6]], Sampling(), [1], 5, vocab_size=32,
                           sampling_params=sampling_params)
-
-
-@pytest.mark.parametrize("seed", [0, 4])
-@pytest.mark.parametrize("method, settings", [("dasd", {}), ("dasd", {"guard": 0.5}),
-                                              ("sd", {})])
-def test_linear_scoring_by_forced_decoding_gives_the_same_tokens(seed, method, settings,
-                                                                  one_thread):
-    """`forced`: the base side decodes the draft, forced, instead of `prompt_logprobs`
-    (which vLLM computes without the prefix cache): same traces, no prompt log-probs."""
-    model, refs, bases, eos_ids, max_new = case(seed)
-    rule = build_rule(method, **settings)
-    expected = decode_pairs(model, refs, bases, rule, eos_ids, max_new, PAD)
-    llm = FakeLLM(model)
-    got = decode_pairs_vllm(llm, refs, bases, rule, eos_ids, max_new,
-                            vocab_size=model.config.vocab_size, sampling_params=sampling_params,
-                            forced=True)
-    for g, e in zip(got, expected, strict=True):
-        assert g.token_ids == e.token_ids and g.categories == e.categories
-        assert g.p_base == pytest.approx(e.p_base, rel=1e-5)
-    assert not any(getattr(p, "prompt_logprobs", None) for p in llm.params)
-    forced = [p for p in llm.params if getattr(p, "extra_args", None)]
-    assert forced and all(p.extra_args["dasd_pair"]["role"] == "force" for p in forced)
-    assert all(len(p.extra_args["dasd_pair"]["tokens"]) == p.max_tokens for p in forced)
 
 
 def test_reference_ranks_past_k_are_beyond_k(one_thread):
