@@ -199,7 +199,6 @@ class LockstepCore:
             self.sink(pair, StepRecord(step, tokens[i], categories[i], stats[i]))
         return logits
 
-
     def _stop_split_pairs(self, logits: torch.Tensor) -> None:
         """A request that ran ahead of its partner emits its stop token (EOS): the pair is
         decoded again anyway, so the engine spends nothing more on it."""
