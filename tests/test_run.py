@@ -557,6 +557,8 @@ def test_validation_chooses_a_checkpoint_on_held_out_training_problems(tmp_path,
     ({"validation": {"problems": 5}, "generate": {"limit": None}},
      "trains on the whole arith/train split"),
     ({"validation": {"problems": 5}, "generate_only": True}, "a generate_only run trains"),
+    ({"generate": {"held_out": 5}}, "a run holds problems out itself: set validation.problems"),
+    ({"eval": {"held_out": 5}}, "a run holds problems out itself"),
 ])
 def test_bad_validation_settings_are_one_line_errors(tmp_path, model_dir, overrides, message):
     with pytest.raises(DasdError, match=message):
@@ -567,7 +569,8 @@ def test_on_policy_training_is_validated_by_the_same_stages(tmp_path, model_dir)
     onpolicy = {"max_steps": 2, "save_steps": 1, "per_device_train_batch_size": 2,
                 "max_completion_length": 6}
     report = tiny_run(tmp_path, model_dir, methods=[{"name": "opsd"}], onpolicy=onpolicy,
-                      validation={"problems": 2}, analyze=False)
+                      validation={"problems": 2})
+    assert "analysis" not in report  # nothing decoded: the token analyses have no rows
     choice = report["methods"]["opsd"]["validation"]
     assert [p["step"] for p in choice["points"]] == [1, 2]
     assert report["methods"]["opsd"]["eval_chosen"]["step"] == choice["chosen"]["step"]

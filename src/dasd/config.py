@@ -129,11 +129,15 @@ def build_config(cls: type[C], values: dict[str, Any], prefix: str = "",
 
 def _refuse_renamed(cls: type, values: dict[str, Any], prefix: str) -> None:
     """A key of an older dasd (`cls.RENAMED`: {old key: how to write it now}) gets one line
-    that says how to write it now."""
+    that says how to write it now; a key that belongs elsewhere (`cls.REFUSED`: {key: where})
+    one that says where."""
     for key in values:
         now = getattr(cls, "RENAMED", {}).get(key)
         if now:
             raise DasdError(f"config key '{prefix}{key}' is from an older dasd: {now}")
+        elsewhere = getattr(cls, "REFUSED", {}).get(key)
+        if elsewhere:
+            raise DasdError(f"config key '{prefix}{key}' is not set here: {elsewhere}")
 
 
 def _route_extra_keys(cls: type, values: dict[str, Any], fields: dict[str, Any],

@@ -102,7 +102,10 @@ def run(config: RunConfig) -> dict[str, Any]:
               "distance_from_sd": distance_from_sd(config, results)}
     (root / "results.json").write_text(json.dumps(report, indent=2, default=str))
     (root / "results.md").write_text(results_markdown(report))
-    if config.analyze:
+    if config.analyze and not any(spec.decodes for spec in config.methods):
+        log.info("no analysis: no method of this run decodes, so no rows carry per-token "
+                 "statistics (on-policy and reference methods write none)")
+    elif config.analyze:
         from dasd.analysis import AnalyzeConfig, analyze
 
         with peak_memory() as memory:

@@ -170,6 +170,10 @@ class MethodSpec:
             self.entry.settings)}
 
 
+HELD_OUT = ("a run holds problems out itself: set validation.problems for a validation draw "
+            "disjoint from the training problems")
+
+
 def _section(base: type, keys_of: dict[str, type], where: str) -> type:
     """A run section of stage config `base` that refuses the methods' own settings (they
     belong in the method entries) and `method` (set per method)."""
@@ -177,8 +181,9 @@ def _section(base: type, keys_of: dict[str, type], where: str) -> type:
                             f"method's entry, e.g. methods: [{{name: x, <key>: ...}}] ({where})")
     renamed["method"] = "each entry of methods names its method"
     renamed["settings"] = renamed["method"]
-    renamed["checker"] = "set checker at the top of the run config, beside task"
-    namespace = {"RENAMED": {**getattr(base, "RENAMED", {}), **renamed}}
+    refused = {"checker": "set checker at the top of the run config, beside task",
+               "held_out": HELD_OUT}
+    namespace = {"RENAMED": {**getattr(base, "RENAMED", {}), **renamed}, "REFUSED": refused}
     if hasattr(base, "extra_keys"):
         method_keys = set(settings_flags(keys_of))
         namespace["extra_keys"] = classmethod(lambda cls: {
@@ -299,6 +304,8 @@ class RunConfig:
                             "seeds, or set `seed` per run")
 
     def _check_validation(self) -> None:
+        if self.eval.held_out is not None:
+            raise DasdError(f"config key 'eval.held_out': {HELD_OUT}")
         if not self.validation.problems:
             return
         if self.generate_only:
