@@ -438,7 +438,17 @@ def _planned_stage(stage: Any, planned: dict[Any, dict[str, Any]],
     else:  # generate, eval, retention: decoding
         budget = _decode_budget(len(selections[stage.problems].examples),
                                 config.max_new_tokens, getattr(config, "samples", 1))
+        budget.update(_engine(config))
     return _stage(stage.label, stage.name, status, why, **budget)
+
+
+def _engine(config: Any) -> dict[str, str]:
+    """What decodes a generate stage, where it is not the step engine: `draft-verify`,
+    `vllm (draft-verify)` or `vllm (lockstep)`."""
+    engine = getattr(config, "engine", "step")
+    if engine == "step" or not hasattr(config, "method"):
+        return {}
+    return {"engine": f"vllm ({config.vllm.path})" if engine == "vllm" else engine}
 
 
 def _checkpoint_points(train_config: Any, steps: int) -> int:
@@ -552,7 +562,8 @@ def plan_decode(command: str, config: Any) -> dict[str, Any]:
     plan = {**_header(command, config), "out": config.out,
             "problems": {"test" if evaluation else "train": problems},
             "stages": [_stage(name, command, status, why,
-                              **_decode_budget(n, config.max_new_tokens, samples))],
+                              **_decode_budget(n, config.max_new_tokens, samples),
+                              **({} if evaluation else _engine(config)))],
             "warnings": _problem_warnings(problems, evaluation)}
     plan["deviations"] = problem_deviations([] if evaluation else [problems],
                                             problems if evaluation else None)

@@ -35,7 +35,8 @@ def render_plan(plan: dict[str, Any], console: Any) -> None:
     for s in plan["stages"]:
         table.add_row(s["method"], s["stage"], s["status"], _num(s.get("problems", s.get("rows"))),
                       _num(s.get("max_new_tokens")), _num(s.get("new_tokens_max")),
-                      s["why"] + _training_note(s) + _checkpoint_note(s) + _teacher_note(s))
+                      s["why"] + _training_note(s) + _checkpoint_note(s) + _teacher_note(s)
+                      + (f"; engine: {s['engine']}" if s.get("engine") else ""))
     console.print(table)
     budget = plan["token_budget"]
     console.print(f"Token budget: at most {budget['new_tokens_max_to_run']:,} new tokens in the "

@@ -327,3 +327,17 @@ def test_pairs_per_call_fit_the_kv_cache():
     assert pairs_per_call(llm, refs, bases, 10) == 160 // (30 + 5 + 20)
     assert pairs_per_call(llm, refs, bases, 100) == 1  # never less than one
     assert pairs_per_call(object(), refs, bases, 10) is None
+
+
+def test_the_plan_names_the_vllm_path():
+    from dasd.config import build_config
+    from dasd.decoding.generate import GenerateConfig
+    from dasd.plan import make_plan
+
+    def engine(**values):
+        config = build_config(GenerateConfig, {"limit": 2, "model": "none-such", **values})
+        return make_plan("generate", config)["stages"][0].get("engine")
+
+    assert engine() is None
+    assert engine(engine="vllm") == "vllm (draft-verify)"
+    assert engine(engine="vllm", method="hint", vllm={"path": "lockstep"}) == "vllm (lockstep)"
