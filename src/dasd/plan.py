@@ -307,16 +307,13 @@ def prompt_tokens(tokenizer: Any, selection: ProblemSelection, config: Any, cont
 CONTEXTS = ("base", "reference")
 
 
-def context_ends(tokenizer: Any, selection: ProblemSelection, config: Any,
-                 contexts: tuple[str, ...] = CONTEXTS, first: int = 3, last: int = 8
-                 ) -> dict[str, Any]:
-    """What each context's prompt of the first problem looks like: its length and its first
-    and last tokens, each decoded on its own (where a chat template's arguments and the
-    thinking block show)."""
-    from dasd.tasks.prompts import encode, render_prompts
+def context_ends(tokenizer: Any, texts: dict[str, str], contexts: tuple[str, ...],
+                 first: int = 3, last: int = 8) -> dict[str, Any]:
+    """What each context's prompt looks like: its length and its first and last tokens,
+    each decoded on its own (where a chat template's arguments and the thinking block
+    show)."""
+    from dasd.tasks.prompts import encode
 
-    texts = dict(zip(CONTEXTS, render_prompts(tokenizer, selection.template,
-                                              selection.examples[0], config), strict=True))
     ends = {}
     for name in contexts:
         ids = encode(tokenizer, texts[name])
@@ -325,14 +322,12 @@ def context_ends(tokenizer: Any, selection: ProblemSelection, config: Any,
     return ends
 
 
-def thinking_warnings(tokenizer: Any, selection: ProblemSelection, config: Any) -> list[str]:
+def thinking_warnings(texts: dict[str, str], config: Any) -> list[str]:
     """A warning when the two contexts end in different thinking blocks (`thinking_block:
     own`): the response's first token is then predicted at different points."""
-    from dasd.tasks.prompts import render_prompts
     from dasd.tasks.thinking import thinking_prefix
 
-    base, reference = (thinking_prefix(text) for text in render_prompts(
-        tokenizer, selection.template, selection.examples[0], config))
+    base, reference = (thinking_prefix(texts[name]) for name in CONTEXTS)
     if base == reference:
         return []
     return [f"the base prompt ends in {base!r} and the reference prompt in {reference!r} "
@@ -342,9 +337,15 @@ def thinking_warnings(tokenizer: Any, selection: ProblemSelection, config: Any) 
 
 def _add_contexts(plan: dict[str, Any], tokenizer: Any, selection: ProblemSelection,
                   config: Any, contexts: tuple[str, ...] = CONTEXTS) -> None:
-    plan["tokenizer"]["contexts"] = context_ends(tokenizer, selection, config, contexts)
+    """Each context's prompt of the first problem, rendered once; with both contexts, the
+    thinking-block warning."""
+    from dasd.tasks.prompts import render_prompts
+
+    texts = dict(zip(CONTEXTS, render_prompts(tokenizer, selection.template,
+                                              selection.examples[0], config), strict=True))
+    plan["tokenizer"]["contexts"] = context_ends(tokenizer, texts, contexts)
     if len(contexts) == 2:
-        plan["warnings"] += thinking_warnings(tokenizer, selection, config)
+        plan["warnings"] += thinking_warnings(texts, config)
 
 
 # --- the commands ---------------------------------------------------------------------------
@@ -443,8 +444,8 @@ def _planned_stage(stage: Any, planned: dict[Any, dict[str, Any]],
 
 
 def _engine(config: Any) -> dict[str, str]:
-    """What decodes a generate stage, where it is not the step engine: `draft-verify`,
-    `vllm (draft-verify)` or `vllm (lockstep)`."""
+    """What decodes a generate stage (a config with a `method`), where it is not the step
+    engine: `draft-verify`, `vllm (draft-verify)` or `vllm (lockstep)`."""
     engine = getattr(config, "engine", "step")
     if engine == "step" or not hasattr(config, "method"):
         return {}
@@ -563,7 +564,7 @@ def plan_decode(command: str, config: Any) -> dict[str, Any]:
             "problems": {"test" if evaluation else "train": problems},
             "stages": [_stage(name, command, status, why,
                               **_decode_budget(n, config.max_new_tokens, samples),
-                              **({} if evaluation else _engine(config)))],
+                              **_engine(config))],
             "warnings": _problem_warnings(problems, evaluation)}
     plan["deviations"] = problem_deviations([] if evaluation else [problems],
                                             problems if evaluation else None)

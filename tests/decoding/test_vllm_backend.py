@@ -15,8 +15,8 @@ import torch
 from dasd.decoding.engine import decode_pairs
 from dasd.decoding.rules import build_rule, ranked_top_k
 from dasd.decoding.vllm_backend import (
+    compact,
     decode_pairs_vllm,
-    dense_logprobs,
     import_vllm,
     logprob_widths,
 )
@@ -158,10 +158,18 @@ def test_logprob_widths_follow_top_k_and_tau():
     assert logprob_widths(build_rule("base")) == (3, 3)
 
 
-def test_dense_logprobs_fills_known_tokens_only():
-    out = dense_logprobs([{2: SimpleNamespace(logprob=-0.5), 0: -1.5}, None], vocab_size=4)
-    assert out[0].tolist() == [-1.5, float("-inf"), -0.5, float("-inf")]
-    assert out[1].tolist() == [float("-inf")] * 4
+def test_compact_lays_a_round_out_over_the_returned_tokens():
+    """Logprob objects and bare floats, missing positions as -inf, columns in id order,
+    the draft's tokens as columns."""
+    from dasd.decoding.backend import Draft
+
+    draft = Draft(torch.tensor([[7, 2]]), torch.empty(0), torch.tensor([2]))
+    base = compact(draft, [[{2: SimpleNamespace(logprob=-0.5), 0: -1.5}, None]],
+                   [[{7: -0.25}, {9: -2.0}]])
+    assert draft.vocabulary.tolist() == [0, 2, 7, 9] and draft.tokens.tolist() == [[2, 1]]
+    inf = float("-inf")
+    assert draft.logprobs[0].tolist() == [[-1.5, -0.5, inf, inf], [inf] * 4]
+    assert base[0].tolist() == [[inf, inf, -0.25, inf], [inf, inf, inf, -2.0]]
 
 
 def test_missing_vllm_is_one_line_naming_the_install(monkeypatch):

@@ -91,15 +91,6 @@ def compact(draft: Draft, ref: Sequence[Sequence[dict[int, Any]]],
     return base_logprobs
 
 
-def dense_logprobs(positions: Sequence[dict[int, Any]], vocab_size: int) -> torch.Tensor:
-    """vLLM's per-position {token id: Logprob} dicts as a [P, V] tensor, -inf elsewhere."""
-    out = torch.full((len(positions), vocab_size), -math.inf)
-    for row, entries in enumerate(positions):
-        for token, value in (entries or {}).items():
-            out[row, token] = getattr(value, "logprob", value)
-    return out
-
-
 class VLLMBackend:
     """`DraftVerifyBackend` on a `vllm.LLM`: the contexts are token lists, the KV cache is
     vLLM's prefix cache. `sampling_params` defaults to `vllm.SamplingParams`.

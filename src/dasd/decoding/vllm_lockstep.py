@@ -146,6 +146,10 @@ class PairRules:
         return Selection(torch.cat([p.tokens for p in parts]),
                          torch.cat([p.categories for p in parts]))
 
+    def started(self) -> list[int]:
+        """The pairs whose stateful rule has started."""
+        return list(self._started)
+
     def restart(self, pair: int) -> None:
         """Forget a pair's state (its requests are decoded again from the start)."""
         self._started.pop(pair, None)
@@ -172,8 +176,9 @@ class LockstepCore:
     """The logits processor's work, apart from vLLM's class: `update_state` follows the
     batch, `apply` selects and forces every pair in step and records it with `sink`."""
 
-    def __init__(self, rules: PairRules, sink: Callable[[int, StepRecord], None]) -> None:
-        self.book, self.rules, self.sink = PairBook(), rules, sink
+    def __init__(self, rules: PairRules, sink: Callable[[int, StepRecord], None],
+                 book: PairBook | None = None) -> None:
+        self.book, self.rules, self.sink = book or PairBook(), rules, sink
 
     def update_state(self, batch_update: Any) -> None:
         self.book.update(batch_update)

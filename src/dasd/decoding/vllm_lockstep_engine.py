@@ -72,16 +72,17 @@ class RequestRules:
     def select(self, pairs: Sequence[int], ref_logprobs: torch.Tensor,
                base_logprobs: torch.Tensor) -> Selection:
         self._forget_older_calls(pairs)
-        infos = {m.pair: m.info for m in self.book.slots.values() if m.role == REF}
+        infos = [self.book.seen[pair, REF].info for pair in pairs]
         tokens = torch.empty(len(pairs), dtype=torch.long, device=ref_logprobs.device)
         categories = torch.empty_like(tokens)
         groups: dict[str, list[int]] = {}
-        for i, pair in enumerate(pairs):
-            groups.setdefault(json.dumps(infos[pair]["rule"], sort_keys=True), []).append(i)
+        for i, info in enumerate(infos):  # the spec as text, once per request
+            spec = info.setdefault("spec", json.dumps(info["rule"], sort_keys=True))
+            groups.setdefault(spec, []).append(i)
         for spec, rows in groups.items():
             rules = self._rules(spec)
             for i in rows:
-                rules.keys[pairs[i]] = infos[pairs[i]]["key"]
+                rules.keys[pairs[i]] = infos[i]["key"]
             index = torch.tensor(rows, device=ref_logprobs.device)
             chosen = rules.select([pairs[i] for i in rows], ref_logprobs[index],
                                   base_logprobs[index])
@@ -93,7 +94,7 @@ class RequestRules:
         bits are its call's number: `VLLMLockstepEngine`)."""
         newest = max(pair >> CALL_BITS for pair in pairs)
         for rules in self.by_spec.values():
-            for pair in [p for p in rules._started if p >> CALL_BITS < newest]:
+            for pair in [p for p in rules.started() if p >> CALL_BITS < newest]:
                 rules.restart(pair)
         for key in [key for key in self.book.seen if key[0] >> CALL_BITS < newest]:
             del self.book.seen[key]
@@ -113,20 +114,25 @@ class RequestProcessor:
     each step's record to the file its requests name."""
 
     def __init__(self, decode: Callable[[list[int]], str] | None = None) -> None:
-        rules = RequestRules(PairBook(), decode)
-        self.core = LockstepCore(rules, self._record)
-        self.book = rules.book = self.core.book  # the one the batch updates reach
+        self.book = PairBook()
+        self.core = LockstepCore(RequestRules(self.book, decode), self._record, self.book)
+        self._lines: dict[str, list[str]] = {}  # this step's records, by trace file
 
     def update_state(self, batch_update: Any) -> None:
         self.core.update_state(batch_update)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        return self.core.apply(logits)
+        logits = self.core.apply(logits)
+        for path, lines in self._lines.items():  # one write per file and step
+            with open(path, "a", encoding="utf-8") as out:
+                out.write("".join(lines))
+        self._lines.clear()
+        return logits
 
     def _record(self, pair: int, record: StepRecord) -> None:
-        info = next(m.info for m in self.book.slots.values() if m.pair == pair and m.role == REF)
-        with open(info["trace"], "a", encoding="utf-8") as out:
-            out.write(json.dumps({"pair": pair, **record.__dict__}) + "\n")
+        path = self.book.seen[pair, REF].info["trace"]
+        self._lines.setdefault(path, []).append(
+            json.dumps({"pair": pair, **record.__dict__}) + "\n")
 
 
 class VLLMLockstepEngine:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from vllm.v1.sample.logits_processor import LogitsProcessor
 
+from dasd.decoding.vllm_backend import load_vllm
 from dasd.decoding.vllm_lockstep_engine import RequestProcessor, check_vllm_version
 
 
@@ -39,10 +40,9 @@ def _tokenizer(vllm_config: Any) -> Any:
 
 
 def load_lockstep_llm(model: str, max_logprobs: int = 20, **kwargs: Any) -> Any:
-    """A `vllm.LLM` with the lockstep processor (the version checked first) and prefix
-    caching (a pair decoded again reuses its prompts' blocks)."""
+    """`load_vllm` with the lockstep processor (the version checked first); its prefix
+    caching lets a pair decoded again reuse its prompts' blocks."""
     import vllm
 
     check_vllm_version(vllm.__version__)
-    return vllm.LLM(model=model, logits_processors=[LockstepProcessor],
-                    enable_prefix_caching=True, max_logprobs=max_logprobs, **kwargs)
+    return load_vllm(model, max_logprobs, logits_processors=[LockstepProcessor], **kwargs)

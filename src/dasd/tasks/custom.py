@@ -19,7 +19,6 @@ how the prompts ask for the answer and how it is checked, each as a built-in tas
 
 from __future__ import annotations
 
-import os
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,7 +128,7 @@ class CustomTask(Task):
         self.checking = lookup(CHECKERS, checker, "checker")
         self.prompts = self.checking.prompts  # (a class attribute in the other tasks)
         if self.checking.sandbox is not None:  # answers mostly wait on a subprocess
-            self.check_workers = min(8, os.cpu_count() or 1)
+            self.check_workers = mbpp.MBPPTask.check_workers
 
     def load(self, split: str, path: str | None = None, limit: int | None = None,
              seed: int = 0, **rows: Any) -> list[Example]:
