@@ -98,6 +98,11 @@ CASES = [
     (["generate", "--engine", "vllm", "--vllm.path", "lockstepp"], "vllm.path|path"),
     (["generate", "--engine", "vllm", "--method", "hint"],
      "cannot use the draft-verify engine"),
+    # a run's own keys: the checker beside task, held-out problems drawn by the run
+    (["run", "--task", "custom", "--checker", "exakt"], r"unknown checker 'exakt'"),
+    (["run", "--checker", "exact"], "checker 'exact' is for task custom"),
+    (["run", "--generate.held-out", "5"], "is not set here: a run holds problems out"),
+    (["run", "--eval.limit", "10", "--eval.held-out", "5"], "a run holds problems out itself"),
 ]
 
 
